@@ -1,0 +1,37 @@
+#!/bin/sh
+# Idempotent set-up of a fresh Debian 12 machine (as root): host packages,
+# the virtual environment and the Python packages. `make run` and `make test`
+# both call this first.
+set -eu
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES="conmon crun runc busybox-static golang-github-containers-common \
+  iptables nftables iproute2 iputils-ping redis-server tini psmisc \
+  python3-venv python3-dev gcc procps util-linux tar gzip"
+
+missing=""
+for p in $DEB_PACKAGES; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "setup: installing Debian packages:$missing"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends $missing
+fi
+
+PY=${BERTH_PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.berth-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: installing Python packages"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi
+# The `berth` command: the venv's console script runs the venv's interpreter
+# directly (no pyenv shim, no Django import).
+ln -sf "$(pwd)/.venv/bin/berth" /usr/local/bin/berth

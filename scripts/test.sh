@@ -1,0 +1,8 @@
+#!/bin/sh
+# Set up (idempotent), lint, then run the whole test suite.
+set -eu
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+.venv/bin/ruff check engine dashboard tests bench
+.venv/bin/ruff format --check engine dashboard tests bench
+exec .venv/bin/python -m pytest "$@"
