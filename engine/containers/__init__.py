@@ -1,0 +1,1 @@
+"""Containers: options, records, lifecycle under conmon, logs, exec, inspect."""

@@ -1,0 +1,520 @@
+"""Start, stop, kill and exit handling of one container.
+
+Start: mount the overlay rootfs, prepare volumes and /etc files, create the
+network namespace, write the OCI bundle, start conmon (which runs
+``runtime create``), optionally attach, then ``runtime start``.
+
+Exit: conmon writes ``<run>/exits/<id>`` and runs its exit command
+(``berth container cleanup <id>``), which calls :func:`cleanup` — as do stop,
+rm and any reader that finds the process gone. cleanup is idempotent and runs
+under the container's lock, so whoever comes first does the work.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import signal as _signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from engine import mounts
+from engine.containers import records
+from engine.containers.options import parse_signal
+from engine.containers.records import Container, Paths
+from engine.errors import EngineError, InvalidState
+from engine.locks import file_lock
+from engine.runtime.oci import OCIRuntime, pid_alive, runtime_by_name, select_runtime
+
+AttachHook = Callable[[Path], object]
+
+
+def _exit_command(eng) -> list[str]:
+    exe = Path(sys.executable).with_name("berth")
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli.main"]
+    return base + ["--root", str(eng.config.root), "--run-dir", str(eng.config.run), "container", "cleanup"]
+
+
+def _etc_files(c: Container, p: Paths) -> list[dict]:
+    """/etc/hostname, /etc/hosts, /etc/resolv.conf are files of ours, bind-mounted.
+
+    Nothing is written into the rootfs, so a planted symlink there (say
+    /etc/resolv.conf -> /host/file) cannot redirect our writes; the runtime
+    resolves the mount destination inside the rootfs.
+    """
+    hostname = c.opts.hostname or c.id[:12]
+    files = {
+        "hostname": hostname + "\n",
+        "hosts": (
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            f"127.0.1.1\t{hostname}\n"
+        ),
+    }
+    try:
+        host_resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        host_resolv = ""
+    # Loopback resolvers of the host are unreachable from a container's netns.
+    lines = [
+        ln for ln in host_resolv.splitlines()
+        if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))
+    ]  # fmt: skip
+    files["resolv.conf"] = "\n".join(lines) + "\n"
+    out = []
+    for name, text in files.items():
+        if c.opts.network == "host" and name != "hostname":
+            continue  # the host's own files are visible as-is with --network host
+        f = p.userdata / name
+        f.write_text(text)
+        out.append({"destination": f"/etc/{name}", "type": "bind", "source": str(f), "options": ["rbind", "rprivate"]})
+    return out
+
+
+def _volume_mounts(eng, c: Container, p: Paths) -> list[dict]:
+    out = []
+    anon = dict(c.extra.get("anon_volumes") or {})
+    targets = {m.target for m in c.opts.mounts}
+    specs = list(c.opts.mounts)
+    from engine.containers.options import MountSpec
+
+    # Image VOLUMEs not covered by a mount become anonymous volumes (Docker).
+    for v in c.image_volumes:
+        if v not in targets:
+            specs.append(MountSpec("volume", "", v, False, anonymous=True))
+    for m in specs:
+        if m.type == "bind":
+            src = m.source
+        elif m.type == "volume":
+            name = m.source or anon.get(m.target)
+            vol = eng.create_volume(name, anonymous=not m.source)
+            name = vol["Name"]
+            if not m.source:
+                anon[m.target] = name
+            src = vol["Mountpoint"]
+            eng.seed_volume(name, p.merged, m.target)
+        else:
+            continue
+        opts = ["rbind", "rprivate"] + (["ro"] if m.readonly else [])
+        out.append({"destination": m.target, "type": "bind", "source": src, "options": opts})
+    if anon != c.extra.get("anon_volumes"):
+        c.extra["anon_volumes"] = anon
+        records.update(eng.db, c.id, config=c.config_json())
+    return out
+
+
+def _namespaces(eng, c: Container, p: Paths) -> dict[str, str | None]:
+    from engine.runtime.spec import default_namespaces
+
+    ns = default_namespaces()
+
+    def joined(mode: str, kind: str, nsfile: str) -> None:
+        if mode == "host":
+            ns.pop(kind, None)
+        elif mode.startswith("container:"):
+            other = records.load(eng.db, mode.split(":", 1)[1])
+            if other.state not in records.ACTIVE or not pid_alive(other.pid):
+                raise InvalidState(f"cannot join {kind} namespace of container {other.name}: it is not running")
+            ns[kind] = f"/proc/{other.pid}/ns/{nsfile}"
+
+    net = c.opts.network
+    if net == "host":
+        if eng.config.host_netns:
+            from engine.netns import netns_path
+
+            ns["network"] = str(netns_path(eng.config.host_netns))
+        else:
+            ns.pop("network", None)
+    elif net.startswith("container:"):
+        joined(net, "network", "net")
+    else:
+        from engine.netns import create_netns, delete_netns
+
+        delete_netns(p.netns_name)  # a leftover from an interrupted start heals here
+        ns["network"] = str(create_netns(p.netns_name))
+    joined(c.opts.pid_mode, "pid", "pid")
+    joined(c.opts.ipc_mode, "ipc", "ipc")
+    return ns
+
+
+def _memsw_supported() -> bool:
+    return os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes") or os.path.exists(
+        "/sys/fs/cgroup/cgroup.controllers"
+    )
+
+
+def build_bundle(eng, c: Container, p: Paths, mount_list: list[dict], ns: dict) -> dict:
+    from engine.cgroups import oci_cgroups_path
+    from engine.runtime import caps as capsmod
+    from engine.runtime import seccomp
+    from engine.runtime.spec import Resources, SpecInput, build_spec
+    from engine.runtime.users import resolve_user
+
+    o = c.opts
+    uid, gid, groups = resolve_user(p.merged, c.user) if c.user else (0, 0, [])
+    caps = capsmod.resolve_caps(o.cap_add, o.cap_drop, o.privileged)
+    sec: dict | None = None
+    nnp = False
+    seccomp_opt = ""
+    for so in o.security_opt:
+        key, _, val = so.partition("=") if "=" in so else so.partition(":")
+        if key == "no-new-privileges":
+            nnp = val in ("", "true")
+        elif key == "seccomp":
+            seccomp_opt = val
+    if not o.privileged and seccomp_opt != "unconfined":
+        sec = (
+            seccomp.load_profile_file(seccomp_opt, caps)
+            if seccomp_opt
+            else seccomp.load_default_profile(caps=caps)
+        )
+    res = Resources()
+    if o.memory:
+        res.memory = o.memory
+        if o.memory_swap is not None:
+            res.memory_swap = o.memory_swap
+        elif _memsw_supported():
+            res.memory_swap = 2 * o.memory  # Docker's default: as much swap as memory
+    if o.cpus:
+        res.cpu_period = 100000
+        res.cpu_quota = int(o.cpus * 100000)
+    if o.pids_limit:
+        res.pids_limit = o.pids_limit
+    spec = build_spec(
+        SpecInput(
+            args=c.args,
+            rootfs=p.merged,
+            env=c.env,
+            cwd=c.workdir,
+            uid=uid,
+            gid=gid,
+            additional_gids=groups,
+            terminal=o.tty,
+            hostname="" if o.network == "host" and not o.hostname else (o.hostname or c.id[:12]),
+            readonly_rootfs=o.read_only,
+            mounts=mount_list,
+            namespaces=ns,
+            caps=caps,
+            privileged=o.privileged,
+            no_new_privileges=nnp,
+            seccomp=sec,
+            rlimits=list(o.ulimits),
+            cgroups_path=oci_cgroups_path(eng.config.prefix, c.id),
+            resources=res,
+            shm_size=o.shm_size or 64 * 1024 * 1024,
+            tmpfs=list(o.tmpfs),
+            init=o.init,
+            annotations={"io.berth.name": c.name},
+        )
+    )
+    if "uts" not in ns:
+        spec.pop("hostname", None)
+    return spec
+
+
+def _runtime(eng, c: Container) -> OCIRuntime:
+    if c.runtime:
+        return runtime_by_name(c.runtime, eng.config.run)
+    return select_runtime(c.opts.runtime or eng.config.runtime, eng.config.run)
+
+
+def teardown(eng, c: Container) -> None:
+    """Undo everything start made; every step tolerates "already done"."""
+    p = Paths(eng.config, c.id)
+    rt = _runtime(eng, c)
+    rt.delete(c.id, force=True)
+    mounts.umount(str(p.merged))
+    if c.opts.network not in ("host",) and not c.opts.network.startswith("container:"):
+        from engine.netns import delete_netns
+
+        delete_netns(p.netns_name)
+    _remove_cgroup(eng, c.id)
+    shutil.rmtree(p.bundle, ignore_errors=True)
+
+
+def _remove_cgroup(eng, cid: str) -> None:
+    from engine.cgroups import detect, open_cgroup
+
+    try:
+        cg = open_cgroup(detect(), f"{eng.config.prefix}/{cid}")
+        if cg.exists():
+            cg.kill_all()
+            cg.remove()
+    except EngineError:
+        pass
+
+
+def _oom_count(eng, cid: str) -> int:
+    from engine.cgroups import detect, open_cgroup
+
+    try:
+        cg = open_cgroup(detect(), f"{eng.config.prefix}/{cid}")
+        return int(cg.stats().oom_kill_count or 0) if cg.exists() else 0
+    except EngineError:
+        return 0
+
+
+def start(eng, c: Container, attach: AttachHook | None = None) -> object:
+    """Start a created or exited container. Returns what ``attach`` returned."""
+    p = Paths(eng.config, c.id)
+    if len(str(p.bundle / "attach")) > 100:
+        raise EngineError(f"run directory {eng.config.run} is too long for conmon's unix sockets")
+    with file_lock(p.lock):
+        c = records.load(eng.db, c.id)
+        if c.state in records.ACTIVE and pid_alive(c.pid):
+            return None  # Docker: starting a running container is a no-op
+        if c.state in records.ACTIVE:
+            _cleanup_locked(eng, c, restart_ok=False)
+            c = records.load(eng.db, c.id)
+        rt = _runtime(eng, c)
+        c.runtime = rt.name
+        attached = None
+        try:
+            # Leftovers of an interrupted start or a crash are removed first.
+            teardown(eng, c)
+            try:
+                p.exit_file.unlink()
+            except FileNotFoundError:
+                pass
+            lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
+            for d in (p.upper, p.work, p.merged, p.userdata, p.persist):
+                d.mkdir(parents=True, exist_ok=True)
+            mounts.mount_overlay(lower, p.upper, p.work, p.merged)
+            mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
+            ns = _namespaces(eng, c, p)
+            spec = build_bundle(eng, c, p, mount_list, ns)
+            p.bundle.mkdir(parents=True, exist_ok=True)
+            import json
+
+            (p.bundle / "config.json").write_text(json.dumps(spec))
+            eng.config.exits_dir.mkdir(parents=True, exist_ok=True)
+            from engine.runtime.conmon import ConmonArgs, spawn
+
+            pid = spawn(
+                ConmonArgs(
+                    cid=c.id,
+                    name=c.name,
+                    runtime_path=rt.path,
+                    runtime_root=rt.state_root,
+                    bundle=p.bundle,
+                    exit_dir=eng.config.exits_dir,
+                    persist_dir=p.persist,
+                    log_path=p.log,
+                    log_size_max=c.opts.log_max_size,
+                    terminal=c.opts.tty,
+                    stdin=c.opts.interactive,
+                    exit_command=_exit_command(eng),
+                ),
+                before_start=lambda cpid: _to_monitor_cgroup(eng, cpid),
+            )
+            conmon_pid = _read_int(p.bundle / "conmon.pid")
+            if attach is not None:
+                attached = attach(p.bundle)
+            rt.start(c.id)
+        except BaseException as e:
+            try:
+                teardown(eng, c)
+            except EngineError:
+                pass
+            msg = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+            records.update(eng.db, c.id, error=msg, config=c.config_json())
+            if attached is not None and hasattr(attached, "close"):
+                attached.close()
+            raise
+        records.update(
+            eng.db,
+            c.id,
+            state="running",
+            pid=pid,
+            conmon_pid=conmon_pid,
+            started_at=time.time(),
+            finished_at=0.0,
+            exit_code=0,
+            oom_killed=False,
+            error="",
+            boot_id=_boot_id(),
+            config=c.config_json(),
+            health="",
+        )
+    eng.emit("container", "start", c.id, name=c.name, image=c.image_ref)
+    if c.health:
+        _ensure_health_runner(eng)
+    return attached
+
+
+def _ensure_health_runner(eng) -> None:
+    try:
+        from engine.containers import health
+
+        health.ensure_runner(eng)
+    except ImportError:
+        pass
+
+
+def _to_monitor_cgroup(eng, pid: int) -> None:
+    """Monitors live in a cgroup of their own, outside the caller's (DESIGN.md)."""
+    try:
+        from engine.cgroups import detect, monitor_cgroup
+
+        monitor_cgroup(detect(), eng.config.prefix).move_pid(pid)
+    except EngineError:
+        pass  # not fatal: the monitor still works from the caller's cgroup
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+_BOOT_ID = ""
+
+
+def _boot_id() -> str:
+    global _BOOT_ID
+    if not _BOOT_ID:
+        try:
+            _BOOT_ID = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        except OSError:
+            _BOOT_ID = "unknown"
+    return _BOOT_ID
+
+
+def wait_pid_exit(pid: int, timeout: float | None) -> bool:
+    """Wait for a process that is not our child; True once it is gone."""
+    if not pid_alive(pid):
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return not pid_alive(pid)
+    try:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            r, _, _ = select.select([fd], [], [], left if left is None else min(left, 0.5))
+            if r or not pid_alive(pid):
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(fd)
+
+
+def read_exit_code(p: Paths, wait: float = 2.0) -> int | None:
+    """conmon writes the exit file just after the process dies; give it a moment."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = p.exit_file.read_text().strip()
+            if text:
+                return int(text)
+        except (OSError, ValueError):
+            pass
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.002)
+
+
+def cleanup(eng, cid: str, *, restart_ok: bool = True) -> Container | None:
+    """Exit handling (idempotent): record the exit, tear down, apply restart / --rm."""
+    p = Paths(eng.config, cid)
+    with file_lock(p.lock):
+        try:
+            c = records.load(eng.db, cid)
+        except EngineError:
+            return None
+        if c.state in records.ACTIVE and pid_alive(c.pid):
+            return c  # still running: nothing to do
+        if c.state not in records.ACTIVE:
+            return c
+        c = _cleanup_locked(eng, c, restart_ok=restart_ok)
+    return _after_exit(eng, c, restart_ok)
+
+
+def _cleanup_locked(eng, c: Container, restart_ok: bool) -> Container:
+    p = Paths(eng.config, c.id)
+    code = read_exit_code(p, wait=1.0 if c.conmon_pid and pid_alive(c.conmon_pid) else 0.05)
+    oom = _oom_count(eng, c.id) > 0
+    if code is None:
+        code = 137 if oom else 255  # monitor gone without a word: treat as killed
+    teardown(eng, c)
+    c.state, c.exit_code, c.oom_killed = "exited", code, oom
+    c.finished_at = time.time()
+    records.update(
+        eng.db, c.id, state="exited", exit_code=code, oom_killed=oom, finished_at=c.finished_at, pid=0, conmon_pid=0
+    )
+    attrs = {"name": c.name, "image": c.image_ref, "exitCode": str(code)}
+    if oom:
+        eng.emit("container", "oom", c.id, name=c.name, image=c.image_ref)
+    eng.emit("container", "die", c.id, **attrs)
+    return c
+
+
+def restart_delay(c: Container) -> float | None:
+    """Docker's policy and growing back-off; None means do not restart."""
+    pol = c.opts.restart
+    if c.user_stopped or pol.name == "no":
+        return None
+    if pol.name == "on-failure":
+        if c.exit_code == 0 or (pol.max_retries and c.restart_count >= pol.max_retries):
+            return None
+    # 100 ms doubling, reset once the container ran 10 s; capped at 1 minute.
+    ran = c.finished_at - c.started_at if c.started_at else 0
+    n = 0 if ran >= 10 else c.restart_count
+    return min(0.1 * (2**n), 60.0)
+
+
+def _after_exit(eng, c: Container, restart_ok: bool) -> Container:
+    if c.opts.auto_remove and not (restart_ok and restart_delay(c) is not None):
+        from engine.containers import remove
+
+        remove.remove(eng, c.id, force=True, volumes=True, keep_exit_file=True)
+        return c
+    if restart_ok:
+        delay = restart_delay(c)
+        if delay is not None:
+            time.sleep(delay)
+            c2 = records.load(eng.db, c.id)
+            if c2.state == "exited" and not c2.user_stopped:
+                records.update(eng.db, c.id, restart_count=c2.restart_count + 1)
+                eng.emit("container", "restart", c.id, name=c.name)
+                start(eng, c2)
+    return c
+
+
+def stop(eng, c: Container, timeout: float | None = None) -> None:
+    """The stop signal, then SIGKILL after the timeout (Docker's default 10 s)."""
+    records.update(eng.db, c.id, user_stopped=True)
+    if c.state not in records.ACTIVE or not pid_alive(c.pid):
+        cleanup(eng, c.id, restart_ok=False)
+        return
+    rt = _runtime(eng, c)
+    if c.state == "paused":
+        rt.resume(c.id)
+    if timeout is None:
+        timeout = c.opts.stop_timeout if c.opts.stop_timeout is not None else 10
+    sig = parse_signal(c.stop_signal or "SIGTERM")
+    if timeout > 0:
+        rt.kill(c.id, sig)
+    if not wait_pid_exit(c.pid, timeout):
+        rt.kill(c.id, int(_signal.SIGKILL), all_procs=True)
+        wait_pid_exit(c.pid, 10)
+    cleanup(eng, c.id, restart_ok=False)
+    eng.emit("container", "stop", c.id, name=c.name, image=c.image_ref)
+
+
+def kill(eng, c: Container, sig: str = "KILL") -> None:
+    if c.state not in records.ACTIVE or not pid_alive(c.pid):
+        raise InvalidState(f"cannot kill container {c.name}: container is not running", obj=c.name)
+    n = parse_signal(sig)
+    rt = _runtime(eng, c)
+    if not rt.kill(c.id, n):
+        os.kill(c.pid, n)
+    eng.emit("container", "kill", c.id, name=c.name, signal=str(n))
+    if n == _signal.SIGKILL:
+        wait_pid_exit(c.pid, 10)
+        cleanup(eng, c.id)
