@@ -14,12 +14,14 @@ from engine.api_system import SystemAPI
 from engine.api_volumes import VolumesAPI
 from engine.config import EngineConfig
 from engine.containers.api import ContainersAPI
+from engine.containers.api_ops import ContainerOpsAPI
+from engine.containers.api_stats import ContainerStatsAPI
 from engine.events import append as _append_event
 from engine.events import default_actor
 from engine.state import StateDB
 
 
-class Engine(ContainersAPI, ImagesAPI, VolumesAPI, SystemAPI):
+class Engine(ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()
         # Who acts: the dashboard passes "user:<name>", the CLI the Unix uid.

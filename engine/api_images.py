@@ -111,10 +111,10 @@ def rfc3339(epoch: float) -> str:
 
 
 class ImagesAPI:
-    images: ImageStore
+    if TYPE_CHECKING:  # provided by Engine; declared here only for the type checker
+        images: ImageStore
 
-    def emit(self, type_: str, action: str, obj_id: str, **attrs: object) -> int:  # pragma: no cover
-        raise NotImplementedError  # provided by Engine
+        def emit(self, type_: str, action: str, obj_id: str, **attrs: object) -> int: ...
 
     # Helpers ----------------------------------------------------------------------------
     def _image_users(self, image_id: str) -> list[str]:

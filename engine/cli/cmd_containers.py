@@ -466,6 +466,8 @@ def register(sub) -> None:
         p.set_defaults(func=cmd_run if name == "run" else cmd_create)
     ctr = sub.add_parser("container", help="manage containers")
     csub = ctr.add_subparsers(dest="subcommand", parser_class=sub._parser_class)
+    # Other command modules add `berth container X` forms through this.
+    ctr._berth_sub = csub
     for target in (sub, csub):
         _register_common(target)
     for name in ("run", "create"):
@@ -543,9 +545,3 @@ def _register_common(sub) -> None:
     p.add_argument("-t", "--timestamps", action="store_true")
     p.add_argument("container")
     p.set_defaults(func=cmd_logs)
-    try:
-        from engine.cli import cmd_exec
-
-        cmd_exec.register(sub)
-    except ImportError:
-        pass

@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -207,7 +206,7 @@ def _open_input(path: str) -> Iterator[BinaryIO]:
     from engine.errors import InvalidArgument, NotFound
 
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed below; errors need their own wording
+        f = open(path, "rb")  # not `with open`: its errors need docker's wording
     except FileNotFoundError:
         raise NotFound(f"open {path}: no such file or directory", obj=path) from None
     except OSError as e:
@@ -289,6 +288,8 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 
 def cmd_save(args: argparse.Namespace) -> int:
+    import tempfile
+
     from engine.errors import InvalidArgument
 
     if not args.output:

@@ -21,6 +21,8 @@ from engine import __version__
 
 COMMAND_MODULES = (
     "engine.cli.cmd_containers",
+    "engine.cli.cmd_ops",
+    "engine.cli.cmd_stats",
     "engine.cli.cmd_images",
     "engine.cli.cmd_volumes",
     "engine.cli.cmd_system",

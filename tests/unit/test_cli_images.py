@@ -179,6 +179,7 @@ def test_mixin_without_containers_part(tmp_path):
 
 # -- the CLI ----------------------------------------------------------------------------------
 
+
 @needs_engine
 @needs_busybox
 def test_images_table_quiet_json_and_templates(berth, busybox):
@@ -272,17 +273,21 @@ def test_save_then_load_into_another_root(berth, busybox, tmp_path):
 
 @needs_engine
 @needs_busybox
-def test_save_to_stdout_and_refusal_on_a_terminal(berth, busybox, monkeypatch, capsysbinary):
+def test_save_to_stdout_and_refusal_on_a_terminal(tmp_path, monkeypatch, capsysbinary):
     from engine.cli import main
 
+    # Binary capture (capsysbinary), so no `berth` fixture (it uses capsys).
+    monkeypatch.setenv("BERTH_RUN", str(tmp_path / "run"))
+    root = ["--root", str(tmp_path / "root")]
+    assert main.main([*root, "image", "bootstrap", "busybox"]) == 0
     capsysbinary.readouterr()
-    assert main.main(["--root", str(berth.root), "save", "busybox:latest"]) == 0
+    assert main.main([*root, "save", "busybox:latest"]) == 0
     data = capsysbinary.readouterr().out
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert "index.json" in tar.getnames()
 
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
-    assert main.main(["--root", str(berth.root), "save", "busybox"]) == 125
+    assert main.main([*root, "save", "busybox"]) == 125
     captured = capsysbinary.readouterr()
     assert captured.out == b""
     assert captured.err.decode() == (
@@ -354,7 +359,10 @@ def test_history(berth, busybox):
     assert size.isdigit() and int(size) > 100_000
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(Z|[+-]\d\d:\d\d)", created)
     assert berth("history", "--human=false", "-q", "busybox").code == 0
-    rows = [json.loads(line) for line in berth("history", "--format", "json", "busybox").out.split()]
+    rows = [
+        json.loads(line)
+        for line in berth("history", "--format", "json", "busybox").out.splitlines()
+    ]
     assert len(rows) == 2 and list(rows[0]) == sorted(HISTORY_ROW_KEYS)
 
 
@@ -375,7 +383,10 @@ def test_prune_asks_then_removes(berth, busybox, tmp_path):
     r = berth("image", "prune", stdin="y\n")
     assert r.code == 0
     lines = r.out.split(question, 1)[1].splitlines()
-    assert lines[:3] == ["Deleted Images:", f"deleted: {dangling}", ""]
+    # The image, then (like docker) the layers that went with it; a blank line; the total.
+    assert lines[:2] == ["Deleted Images:", f"deleted: {dangling}"]
+    assert all(line.startswith("deleted: sha256:") for line in lines[2:-2])
+    assert lines[-2] == ""
     assert re.fullmatch(r"Total reclaimed space: [\d.]+k?B", lines[-1])
     assert berth("images", "-q", "--no-trunc").out == busybox + "\n"  # tagged ones stay
 

@@ -1,0 +1,5 @@
+"""exec, top, cp, export, diff, commit commands (being written)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""stats, update, anatomy commands (being written)."""
+
+
+def register(sub) -> None:
+    pass

@@ -1,0 +1,5 @@
+"""ContainerOpsAPI: exec, top, cp, export, diff, commit (being written)."""
+
+
+class ContainerOpsAPI:
+    pass

@@ -1,0 +1,5 @@
+"""ContainerStatsAPI: stats, update, anatomy (being written)."""
+
+
+class ContainerStatsAPI:
+    pass

@@ -1,0 +1,136 @@
+"""Shared fixtures: every test gets its own engine (root, run dir, prefix), and
+the session fails if anything leaked (mounts, cgroups, netns, monitors)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BERTH = [sys.executable, "-m", "engine.cli.main"]
+# Every engine a test makes uses a prefix starting with this, so the leak
+# check can find what tests made (and only that).
+TEST_PREFIX = "bt"
+
+
+@dataclass
+class EngineEnv:
+    root: Path
+    run: Path
+    prefix: str
+
+    @property
+    def env(self) -> dict[str, str]:
+        e = dict(os.environ)
+        e.update(BERTH_ROOT=str(self.root), BERTH_RUN=str(self.run), BERTH_PREFIX=self.prefix)
+        return e
+
+    def config(self):
+        from engine.config import EngineConfig
+
+        return EngineConfig(root=self.root, run=self.run, prefix=self.prefix)
+
+    def engine(self, actor: str | None = None):
+        from engine.api import Engine
+
+        return Engine(self.config(), actor=actor)
+
+    def berth(self, *args: str, input: bytes | None = None, check: bool = False, timeout: float = 120):
+        """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
+        p = subprocess.run(
+            [*BERTH, *args],
+            env=self.env,
+            input=input.decode() if input is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=str(REPO),
+        )
+        if check and p.returncode != 0:
+            raise AssertionError(f"berth {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+        return p
+
+
+def _new_env(tmp_path: Path) -> EngineEnv:
+    prefix = TEST_PREFIX + secrets.token_hex(3)
+    # Short run dir: conmon's attach socket path must fit in sun_path (108 bytes).
+    run = Path("/run") / f"{prefix}"
+    return EngineEnv(root=tmp_path / "root", run=run, prefix=prefix)
+
+
+def _teardown_env(e: EngineEnv) -> None:
+    """Stop whatever the test left running, then remove the run dir."""
+    if e.root.exists():
+        try:
+            eng = e.engine()
+            for c in eng.containers(all=True):
+                try:
+                    eng.remove_container(c.id, force=True)
+                except Exception:
+                    pass
+        except Exception:
+            pass
+    shutil.rmtree(e.run, ignore_errors=True)
+
+
+@pytest.fixture
+def eng_env(tmp_path):
+    e = _new_env(tmp_path)
+    yield e
+    _teardown_env(e)
+
+
+_BUSYBOX_CACHE: dict[str, Path] = {}
+
+
+@pytest.fixture
+def busybox_env(eng_env):
+    """An engine whose store already holds busybox:latest."""
+    eng_env.engine().bootstrap_image("busybox", None)
+    return eng_env
+
+
+def _leaks() -> list[str]:
+    found = []
+    try:
+        mi = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        mi = []
+    for line in mi:
+        mp = line.split()[4]
+        if "/pytest-" in mp and "/containers/" in mp:
+            found.append(f"mount {mp}")
+        if mp.startswith(f"/run/netns/{TEST_PREFIX}") and len(mp.split("/")[-1]) > 2:
+            name = mp.split("/")[-1]
+            if name.count("-") >= 1 and len(name.split("-")[0]) == 8:
+                found.append(f"netns {name}")
+    for ctl in Path("/sys/fs/cgroup").glob("*"):
+        for d in ctl.glob(f"{TEST_PREFIX}*"):
+            if d.is_dir() and len(d.name.split("-")[0]) == 8:
+                found.append(f"cgroup {d}")
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"conmon") and any(b"/pytest-" in a for a in cmd):
+            found.append(f"conmon pid {pid}")
+    return found
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.geteuid() != 0:
+        return
+    leaks = _leaks()
+    if leaks:
+        print("\nLEAK CHECK FAILED: tests left behind:\n  " + "\n  ".join(leaks), file=sys.stderr)
+        session.exitstatus = 1

@@ -1,0 +1,278 @@
+"""Container lifecycle through the real CLI: real conmon, real crun/runc, real namespaces."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def _kernel_leftovers(env, cid: str) -> list[str]:
+    """What a removed container must not leave behind, read from the kernel."""
+    out = []
+    if f"/containers/{cid}/" in Path("/proc/self/mountinfo").read_text():
+        out.append("mount")
+    if Path(f"/run/netns/{env.prefix}-{cid[:12]}").exists():
+        out.append("netns")
+    for ctl in ("memory", "pids", "cpu"):
+        if Path(f"/sys/fs/cgroup/{ctl}/{env.prefix}/{cid}").exists():
+            out.append(f"cgroup {ctl}")
+    return out
+
+
+def test_run_rm_prints_output_and_leaves_nothing(busybox_env):
+    p = busybox_env.berth("run", "--rm", "--name", "hello", "busybox", "echo", "hello world")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "hello world\n"
+    ps = busybox_env.berth("ps", "-a", "-q")
+    assert ps.stdout.strip() == ""
+    assert not list((busybox_env.root / "containers").glob("*"))
+    ev = busybox_env.berth("events", "--format", "{{.Action}}")
+    if ev.returncode == 0:
+        assert "destroy" in ev.stdout
+
+
+def test_exit_codes_follow_docker(busybox_env):
+    b = busybox_env.berth
+    assert b("run", "--rm", "busybox", "sh", "-c", "exit 3").returncode == 3
+    p = b("run", "--rm", "busybox", "no-such-binary")
+    assert p.returncode == 127, p.stderr
+    assert "no-such-binary" in p.stderr
+    p = b("run", "--rm", "busybox", "/etc/passwd")
+    assert p.returncode == 126, p.stderr
+    p = b("run", "--rm", "--memory", "lots", "busybox", "true")
+    assert p.returncode == 125
+    assert "memory" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = b("run", "--rm", "--no-such-flag", "busybox", "true")
+    assert p.returncode == 125
+    p = b("run", "--rm", "nosuchimage:1", "true")
+    assert p.returncode == 125 and "No such image" in p.stderr
+    assert b("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_stdout_and_stderr_stay_separate_and_logs_keep_them(busybox_env):
+    b = busybox_env.berth
+    p = b("run", "--name", "streams", "busybox", "sh", "-c", "echo out1; echo err1 >&2; echo out2")
+    assert p.returncode == 0
+    assert p.stdout == "out1\nout2\n"
+    assert p.stderr == "err1\n"
+    logs = b("logs", "streams")
+    assert logs.stdout == "out1\nout2\n" and logs.stderr == "err1\n"
+    # The two pipes are read independently, so only order within a stream is certain.
+    b("run", "--name", "tail", "busybox", "sh", "-c", "echo a; echo b; echo c", check=True)
+    assert b("logs", "--tail", "2", "tail").stdout == "b\nc\n"
+    b("rm", "tail", check=True)
+    ts = b("logs", "-t", "streams").stdout.splitlines()
+    assert ts[0].endswith(" out1") and ts[0][:4].isdigit()
+    b("rm", "streams", check=True)
+
+
+def test_detached_lifecycle_ps_inspect_stop_rm(busybox_env):
+    b = busybox_env.berth
+    cid = b("run", "-d", "--name", "sleeper", "--label", "team=a", "busybox", "sleep", "300", check=True).stdout.strip()
+    assert len(cid) == 64
+    ps = b("ps", "--format", "{{.Names}} {{.State}}").stdout
+    assert "sleeper running" in ps
+    info = json.loads(b("inspect", "sleeper", check=True).stdout)[0]
+    assert info["State"]["Status"] == "running" and info["State"]["Pid"] > 0
+    assert info["Config"]["Labels"] == {"team": "a"}
+    pid = info["State"]["Pid"]
+    assert Path(f"/proc/{pid}").exists()
+    # Own namespaces: mount, pid, uts, ipc, net differ from ours.
+    for ns in ("mnt", "pid", "uts", "ipc", "net"):
+        assert os.readlink(f"/proc/{pid}/ns/{ns}") != os.readlink(f"/proc/self/ns/{ns}"), ns
+    assert b("ps", "-q", "--filter", "label=team=a").stdout.strip() == cid[:12]
+    assert b("ps", "-q", "--filter", "label=team=b").stdout.strip() == ""
+    # sleep as PID 1 has no TERM handler, so the kernel ignores TERM: killed after -t.
+    b("stop", "-t", "1", "sleeper", check=True)
+    assert b("inspect", "-f", "{{.State.ExitCode}}", "sleeper").stdout.strip() == "137"
+    assert b("inspect", "-f", "{{.State.Status}}", "sleeper").stdout.strip() == "exited"
+    assert _kernel_leftovers(busybox_env, cid) == []
+    b("rm", "sleeper", check=True)
+    p = b("inspect", "sleeper")
+    assert p.returncode != 0 and "No such" in p.stderr
+
+
+def test_stop_kills_a_pid1_that_ignores_term(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap '' TERM; while true; do sleep 1; done", check=True)
+    b("stop", "-t", "1", "stubborn", check=True)
+    assert b("inspect", "-f", "{{.State.ExitCode}}", "stubborn").stdout.strip() == "137"
+    b("rm", "stubborn", check=True)
+
+
+def test_stop_signal_is_used(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "usr1", "--stop-signal", "USR1", "busybox", "sh", "-c",
+      "trap 'echo got-usr1; exit 7' USR1; while true; do sleep 0.1; done", check=True)  # fmt: skip
+    time.sleep(0.5)
+    b("stop", "-t", "10", "usr1", check=True)
+    assert b("inspect", "-f", "{{.State.ExitCode}}", "usr1").stdout.strip() == "7"
+    assert "got-usr1" in b("logs", "usr1").stdout
+    b("rm", "usr1", check=True)
+
+
+def test_config_flags_reach_the_process(busybox_env, tmp_path):
+    b = busybox_env.berth
+    envf = tmp_path / "env"
+    envf.write_text("# comment\nFROMFILE=yes\n")
+    p = b("run", "--rm", "-e", "A=1", "--env-file", str(envf), "-w", "/tmp", "-u", "nobody",
+          "--hostname", "box1", "busybox", "sh", "-c",
+          'echo "$A $FROMFILE $(pwd) $(id -u) $(hostname) $(cat /etc/hostname)"')  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1 yes /tmp 65534 box1 box1"
+    p = b("run", "--rm", "--entrypoint", "echo", "busybox", "from", "entry")
+    assert p.stdout == "from entry\n"
+    p = b("run", "--rm", "-u", "nosuchuser", "busybox", "true")
+    assert p.returncode == 125 and "nosuchuser" in p.stderr
+
+
+def test_network_modes(busybox_env):
+    b = busybox_env.berth
+    p = b("run", "--rm", "busybox", "cat", "/proc/net/dev")
+    ifaces = [ln.split(":")[0].strip() for ln in p.stdout.splitlines()[2:]]
+    assert ifaces == ["lo"]
+    p = b("run", "--rm", "busybox", "ip", "link", "show", "lo")
+    assert "UP" in p.stdout
+    p = b("run", "--rm", "--network", "host", "busybox", "cat", "/proc/net/dev")
+    host_ifaces = [ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    assert sorted(ln.split(":")[0].strip() for ln in p.stdout.splitlines()[2:]) == sorted(host_ifaces)
+    b("run", "-d", "--name", "netowner", "busybox", "sleep", "300", check=True)
+    owner_pid = json.loads(b("inspect", "netowner").stdout)[0]["State"]["Pid"]
+    b("run", "-d", "--name", "joiner", "--network", "container:netowner", "busybox", "sleep", "300", check=True)
+    joiner_pid = json.loads(b("inspect", "joiner").stdout)[0]["State"]["Pid"]
+    assert os.readlink(f"/proc/{owner_pid}/ns/net") == os.readlink(f"/proc/{joiner_pid}/ns/net")
+    b("rm", "-f", "joiner", "netowner", check=True)
+
+
+def test_name_conflicts_and_concurrent_runs(busybox_env):
+    b = busybox_env.berth
+    with ThreadPoolExecutor(20) as ex:
+        res = list(ex.map(lambda i: b("run", "-d", "busybox", "sleep", "300"), range(20)))
+    assert all(r.returncode == 0 for r in res), [r.stderr for r in res if r.returncode]
+    names = b("ps", "--format", "{{.Names}}").stdout.split()
+    assert len(names) == 20 and len(set(names)) == 20
+    with ThreadPoolExecutor(2) as ex:
+        res = list(ex.map(lambda i: b("create", "--name", "x", "busybox", "true"), range(2)))
+    assert sorted(r.returncode for r in res) == [0, 125]
+    loser = next(r for r in res if r.returncode)
+    assert 'name "/x" is already in use' in loser.stderr
+    assert b("ps", "-a", "-q", "--filter", "name=^x$").stdout.strip().count("\n") == 0
+    ids = b("ps", "-a", "-q").stdout.split()
+    b("rm", "-f", *ids, check=True)
+    assert b("ps", "-a", "-q").stdout.strip() == ""
+
+
+def test_volumes_named_bind_ro_and_seeded(busybox_env, tmp_path):
+    b = busybox_env.berth
+    b("run", "--rm", "-v", "data:/data", "busybox", "sh", "-c", "echo kept > /data/f", check=True)
+    assert b("run", "--rm", "-v", "data:/data:ro", "busybox", "cat", "/data/f").stdout == "kept\n"
+    p = b("run", "--rm", "-v", "data:/data:ro", "busybox", "sh", "-c", "echo x > /data/g")
+    assert p.returncode != 0 and "Read-only" in p.stderr
+    host = tmp_path / "bind"
+    host.mkdir()
+    b("run", "--rm", "-v", f"{host}:/mnt", "busybox", "sh", "-c", "echo bound > /mnt/h", check=True)
+    assert (host / "h").read_text() == "bound\n"
+    # A named volume mounted over /etc is seeded with the image's /etc on first use.
+    assert "root:x:0:0" in b("run", "--rm", "-v", "etcvol:/etc", "busybox", "cat", "/etc/passwd").stdout
+    b("run", "-d", "--name", "user", "-v", "data:/data", "busybox", "sleep", "300", check=True)
+    p = b("volume", "rm", "data")
+    assert p.returncode != 0 and "in use" in p.stderr
+    b("rm", "-f", "user", check=True)
+    b("volume", "rm", "data", "etcvol", check=True)
+    p = b("run", "--rm", "-v", "/no/such/dir:/x", "busybox", "true")
+    assert p.returncode == 125 and "/no/such/dir" in p.stderr
+
+
+def test_read_only_rootfs_and_tmpfs(busybox_env):
+    b = busybox_env.berth
+    p = b("run", "--rm", "--read-only", "--tmpfs", "/scratch", "busybox", "sh", "-c",
+          "touch /scratch/ok && touch /nope")  # fmt: skip
+    assert p.returncode != 0 and "Read-only file system" in p.stderr
+
+
+def test_capabilities_privileged_and_bounding_set(busybox_env):
+    b = busybox_env.berth
+    p = b("run", "--rm", "--cap-add", "SYS_RESOURCE", "busybox", "true")
+    assert p.returncode == 125 and "SYS_RESOURCE" in p.stderr
+    eff = b("run", "--rm", "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
+    priv = b("run", "--rm", "--privileged", "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
+    bnd = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapBnd")][0].split()[1]
+    assert int(priv, 16) == int(bnd, 16)
+    assert int(eff, 16) & ~int(bnd, 16) == 0 and int(eff, 16) < int(priv, 16)
+    seccomp = b("run", "--rm", "busybox", "grep", "Seccomp:", "/proc/self/status").stdout.split()[1]
+    assert seccomp == "2"
+    unconf = b("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "grep", "Seccomp:", "/proc/self/status")
+    assert unconf.stdout.split()[1] == "0"
+
+
+def test_restart_on_failure_retries_then_stops(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1", check=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        out = b("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "flaky").stdout.split()
+        if out == ["2", "exited"]:
+            break
+        time.sleep(0.2)
+    assert out == ["2", "exited"]
+    b("rm", "-f", "flaky", check=True)
+
+
+def test_pause_unpause_freezes(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "p", "busybox", "sleep", "300", check=True)
+    pid = json.loads(b("inspect", "p").stdout)[0]["State"]["Pid"]
+    b("pause", "p", check=True)
+    assert "Paused" in b("ps", "--format", "{{.Status}}").stdout
+    state = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State")][0]
+    assert "D" in state or "T" in state or "S" in state  # frozen tasks sleep in the freezer
+    b("unpause", "p", check=True)
+    assert b("inspect", "-f", "{{.State.Status}}", "p").stdout.strip() == "running"
+    b("rm", "-f", "p", check=True)
+
+
+def test_init_runs_tini_as_pid1(busybox_env):
+    p = busybox_env.berth("run", "--rm", "--init", "busybox", "cat", "/proc/1/cmdline")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split("\0")[0] == "/dev/init"
+
+
+def test_planted_resolv_conf_symlink_is_not_written_through(busybox_env, tmp_path):
+    sentinel = tmp_path / "host-file"
+    sentinel.write_text("host secret\n")
+    rootfs = tmp_path / "rootfs"
+    (rootfs / "etc").mkdir(parents=True)
+    (rootfs / "bin").mkdir()
+    os.link("/bin/busybox", rootfs / "bin" / "busybox") if False else subprocess.run(
+        ["cp", "/bin/busybox", str(rootfs / "bin" / "busybox")], check=True
+    )
+    os.symlink("busybox", rootfs / "bin" / "sh")
+    os.symlink("busybox", rootfs / "bin" / "cat")
+    os.symlink(str(sentinel), rootfs / "etc" / "resolv.conf")
+    tar = tmp_path / "evil.tar"
+    subprocess.run(["tar", "-C", str(rootfs), "-cf", str(tar), "."], check=True)
+    b = busybox_env.berth
+    b("import", str(tar), "evil:1", check=True)
+    p = b("run", "--rm", "evil:1", "sh", "-c", "cat /etc/resolv.conf; echo x >> /etc/resolv.conf")
+    assert p.returncode == 0, p.stderr
+    assert "host secret" not in p.stdout
+    assert sentinel.read_text() == "host secret\n"
+
+
+def test_create_then_start_and_wait(busybox_env):
+    b = busybox_env.berth
+    cid = b("create", "--name", "later", "busybox", "sh", "-c", "echo started; exit 5", check=True).stdout.strip()
+    assert b("inspect", "-f", "{{.State.Status}}", "later").stdout.strip() == "created"
+    b("start", "later", check=True)
+    w = b("wait", "later")
+    assert w.stdout.strip() == "5"
+    assert b("logs", "later").stdout == "started\n"
+    b("rm", cid, check=True)
