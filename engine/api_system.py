@@ -156,11 +156,7 @@ class SystemAPI:
         except Exception:
             layout = None
         name, _why = choose_runtime(self.config, layout, HostProbe())
-        runtimes = {
-            n: {"path": path}
-            for n in ("crun", "runc")
-            if (path := _which(n))  # noqa: B023
-        }
+        runtimes = {n: {"path": path} for n in ("crun", "runc") if (path := _which(n))}
         return name or "", runtimes
 
     def cgroup_version(self) -> str:

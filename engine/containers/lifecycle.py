@@ -305,6 +305,7 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
                     log_size_max=c.opts.log_max_size,
                     terminal=c.opts.tty,
                     stdin=c.opts.interactive,
+                    leave_stdin_open=attach is None,
                     exit_command=_exit_command(eng),
                 ),
                 before_start=lambda cpid: _to_monitor_cgroup(eng, cpid),

@@ -32,6 +32,10 @@ class ConmonArgs:
     log_size_max: int = 0
     terminal: bool = False
     stdin: bool = False
+    # Keep the container's stdin open when an attached client goes away (for
+    # `run -d -i`, so a later attach can still write); an attached `run -i`
+    # wants EOF on its stdin to reach the container.
+    leave_stdin_open: bool = False
     exit_command: list[str] = field(default_factory=list)
     # exec sessions
     exec_spec: Path | None = None
@@ -63,7 +67,7 @@ def _argv(a: ConmonArgs) -> list[str]:
     if a.terminal:
         argv.append("-t")
     if a.stdin:
-        argv += ["-i", "--leave-stdin-open"] if not a.exec_spec else ["-i"]
+        argv += ["-i", "--leave-stdin-open"] if a.leave_stdin_open else ["-i"]
     if a.exec_spec:
         argv += ["-e", "--exec-process-spec", str(a.exec_spec), "--exec-attach"]
     if a.exit_command:

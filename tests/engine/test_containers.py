@@ -276,3 +276,48 @@ def test_create_then_start_and_wait(busybox_env):
     assert w.stdout.strip() == "5"
     assert b("logs", "later").stdout == "started\n"
     b("rm", cid, check=True)
+
+
+def test_interactive_stdin_reaches_the_container_and_eof_ends_it(busybox_env):
+    p = busybox_env.berth("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input=b"piped in\n")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "piped in\ndone\n"
+
+
+def test_run_it_gives_a_real_terminal(busybox_env):
+    import pty
+    import select
+
+    from tests.conftest import BERTH, REPO
+
+    m, s = pty.openpty()
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "-it", "busybox", "sh"],
+        stdin=s, stdout=s, stderr=s, env=busybox_env.env, cwd=str(REPO),
+    )  # fmt: skip
+    os.close(s)
+    out = b""
+    sent = False
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([m], [], [], 0.5)
+            if r:
+                try:
+                    data = os.read(m, 4096)
+                except OSError:
+                    break
+                if not data:
+                    break
+                out += data
+            if not sent and b"# " in out:
+                os.write(m, b"tty; echo $((6*7)); exit 4\r")
+                sent = True
+            if proc.poll() is not None and not r:
+                break
+        assert proc.wait(timeout=30) == 4
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(m)
+    assert b"/dev/pts/0" in out and b"42" in out
