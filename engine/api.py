@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import cached_property
 
 from engine.api_images import ImagesAPI
+from engine.api_maint import MaintAPI
 from engine.api_system import SystemAPI
 from engine.api_volumes import VolumesAPI
 from engine.config import EngineConfig
@@ -21,7 +22,7 @@ from engine.events import default_actor
 from engine.state import StateDB
 
 
-class Engine(ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI):
+class Engine(ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI, MaintAPI):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()
         # Who acts: the dashboard passes "user:<name>", the CLI the Unix uid.

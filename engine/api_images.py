@@ -339,6 +339,12 @@ class ImagesAPI:
             if len(blocked) == len(pending):
                 break
             pending = blocked
+        # Images removed with -f while a container used them stay hidden until
+        # no container does; prune is where they finally go.
+        gc = self.images.gc(in_use=self._image_users, timeout=5.0)
+        if gc is not None:
+            deleted.extend({"Deleted": c} for c in gc.layers_removed)
+            reclaimed += gc.bytes_freed
         self.emit("image", "prune", "", reclaimed=str(reclaimed))
         lines = [
             f"untagged: {d['Untagged']}" if "Untagged" in d else f"deleted: {d['Deleted']}"

@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check engine dashboard tests bench
 .venv/bin/ruff format --check engine dashboard tests bench
+.venv/bin/berth system check --fix >/dev/null || true
 exec .venv/bin/python -m pytest "$@"

@@ -77,7 +77,37 @@ def _teardown_env(e: EngineEnv) -> None:
                     pass
         except Exception:
             pass
+    _remove_instance_cgroups(e.prefix)
+    for ns in Path("/run/netns").glob(f"{e.prefix}-*"):
+        from engine.netns import delete_netns
+
+        delete_netns(ns.name)
     shutil.rmtree(e.run, ignore_errors=True)
+
+
+def _remove_instance_cgroups(prefix: str) -> None:
+    """The instance's parent cgroups (`<P>`, `<P>-monitors`) outlive its containers
+    by design; a test's instance ends here, so they go (once conmons have exited)."""
+    import time
+
+    dirs = [d for ctl in Path("/sys/fs/cgroup").iterdir() for d in (ctl / prefix, ctl / f"{prefix}-monitors")]
+    deadline = time.monotonic() + 10
+    while True:
+        left = []
+        for d in dirs:
+            if d.is_dir():
+                for child in sorted(d.glob("*/"), key=lambda x: -len(str(x))):
+                    try:
+                        child.rmdir()
+                    except OSError:
+                        pass
+                try:
+                    d.rmdir()
+                except OSError:
+                    left.append(d)
+        if not left or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "engine.cli.cmd_images",
     "engine.cli.cmd_volumes",
     "engine.cli.cmd_system",
+    "engine.cli.cmd_maint",
 )
 
 

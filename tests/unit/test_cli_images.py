@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import secrets
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -60,6 +61,8 @@ def berth(tmp_path, monkeypatch, capsys):
     root = tmp_path / "root"
     monkeypatch.setenv("BERTH_ROOT", str(root))
     monkeypatch.setenv("BERTH_RUN", str(tmp_path / "run"))
+    # The test prefix, so the session's leak check would see anything left behind.
+    monkeypatch.setenv("BERTH_PREFIX", "bt" + secrets.token_hex(3))
 
     def run(*argv: str, stdin: str | bytes | None = None, root: Path = root) -> Result:
         if stdin is not None:
@@ -437,3 +440,21 @@ def test_every_change_is_an_event(berth, busybox, tmp_path):
     assert {a for _, a, _ in rest} == {"untag", "delete", "prune"}
     assert rest[-1][1] == "prune"
     assert ("image", "delete", busybox) in rest
+
+
+@needs_engine
+@needs_busybox
+def test_images_used_by_a_container(berth, busybox):
+    r = berth("create", "--name", "user1", "busybox", "true")
+    assert r.code == 0, r.err
+    assert berth("images", "--format", "{{.Containers}}").out == "1\n"
+    r = berth("rmi", "busybox")
+    assert r.code == 1 and "container user1 is using its referenced image" in r.err
+    assert "Deleted" not in berth("image", "prune", "-a", "-f").out  # in use: kept
+    # rmi -f hides it while the container needs it; prune drops it once unused.
+    assert berth("rmi", "-f", "busybox").code == 0
+    assert berth("images", "-qa").out == ""
+    assert berth("rm", "-f", "user1").code == 0
+    r = berth("image", "prune", "-f")
+    assert r.out.startswith("Deleted Images:\ndeleted: sha256:")
+    assert not r.out.endswith("space: 0B\n")

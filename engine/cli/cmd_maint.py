@@ -1,0 +1,104 @@
+"""`system df`, `system prune`, `system boot` (added under `berth system`)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from engine.cli.main import engine_from
+
+
+def _human(n: int) -> str:
+    units = ["B", "kB", "MB", "GB", "TB"]
+    f = float(n)
+    i = 0
+    while f >= 1000 and i < len(units) - 1:
+        f /= 1000
+        i += 1
+    return f"{f:.4g}{units[i]}" if i else f"{int(f)}B"
+
+
+def cmd_df(args) -> int:
+    d = engine_from(args).system_df()
+    if args.format == "json" or args.format == "{{json .}}":
+        print(json.dumps(d))
+        return 0
+    img_total = sum(i["UniqueSize"] for i in d["Images"]) + (max((i["SharedSize"] for i in d["Images"]), default=0))
+    img_active = sum(1 for i in d["Images"] if i["Containers"])
+    reclaim_img = sum(i["UniqueSize"] for i in d["Images"] if not i["Containers"])
+    ctr_total = sum(c["SizeRw"] for c in d["Containers"])
+    ctr_active = sum(1 for c in d["Containers"] if c["State"] in ("running", "paused"))
+    vol_total = sum(v["Size"] for v in d["Volumes"])
+    vol_active = sum(1 for v in d["Volumes"] if v["Links"])
+    rows = [
+        ("Images", len(d["Images"]), img_active, img_total, reclaim_img),
+        ("Containers", len(d["Containers"]), ctr_active, ctr_total,
+         sum(c["SizeRw"] for c in d["Containers"] if c["State"] not in ("running", "paused"))),
+        ("Local Volumes", len(d["Volumes"]), vol_active, vol_total,
+         sum(v["Size"] for v in d["Volumes"] if not v["Links"])),
+    ]  # fmt: skip
+    print(f"{'TYPE':<16}{'TOTAL':<8}{'ACTIVE':<8}{'SIZE':<12}RECLAIMABLE")
+    for name, total, active, size, recl in rows:
+        print(f"{name:<16}{total:<8}{active:<8}{_human(size):<12}{_human(recl)}")
+    if args.verbose:
+        print("\nImages space usage:\n")
+        print(f"{'REPOSITORY:TAG':<30}{'IMAGE ID':<14}{'SIZE':<10}{'SHARED SIZE':<13}{'UNIQUE SIZE':<13}CONTAINERS")
+        for i in d["Images"]:
+            tag = (i["RepoTags"] or ["<none>:<none>"])[0]
+            print(f"{tag:<30}{i['Id'].removeprefix('sha256:')[:12]:<14}{_human(i['Size']):<10}"
+                  f"{_human(i['SharedSize']):<13}{_human(i['UniqueSize']):<13}{i['Containers']}")  # fmt: skip
+    return 0
+
+
+def cmd_prune(args) -> int:
+    if not args.force:
+        what = "all stopped containers, all " + ("unused" if args.all else "dangling") + " images"
+        if args.volumes:
+            what += ", all anonymous volumes not used by at least one container"
+        sys.stdout.write(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            return 0
+    r = engine_from(args).system_prune(all=args.all, volumes=args.volumes)
+    deleted = r["Containers"]["ContainersDeleted"]
+    if deleted:
+        print("Deleted Containers:\n" + "\n".join(deleted) + "\n")
+    for line in r["Images"].get("Lines", []) if isinstance(r["Images"], dict) else []:
+        print(line)
+    if "Volumes" in r and r["Volumes"].get("VolumesDeleted"):
+        print("Deleted Volumes:\n" + "\n".join(r["Volumes"]["VolumesDeleted"]) + "\n")
+    reclaimed = int(r["Images"].get("SpaceReclaimed", 0)) + int(r.get("Volumes", {}).get("SpaceReclaimed", 0))
+    print(f"Total reclaimed space: {_human(reclaimed)}")
+    return 0
+
+
+def cmd_boot(args) -> int:
+    r = engine_from(args).system_boot()
+    print(json.dumps(r, indent=2) if args.json else _boot_text(r))
+    return 0
+
+
+def _boot_text(r: dict) -> str:
+    lines = [f"reboot detected: {'yes' if r.get('reboot') else 'no'}"]
+    for k in ("started", "reconciled", "helpers"):
+        if r.get(k):
+            lines.append(f"{k}: {', '.join(map(str, r[k]))}")
+    return "\n".join(lines)
+
+
+def register(sub) -> None:
+    from engine.cli import cmd_system
+
+    ssub = cmd_system.system_subparsers
+    p = ssub.add_parser("df", help="show disk usage")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--format", default="")
+    p.set_defaults(func=cmd_df)
+    p = ssub.add_parser("prune", help="remove unused data")
+    p.add_argument("-a", "--all", action="store_true")
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--volumes", action="store_true")
+    p.set_defaults(func=cmd_prune)
+    p = ssub.add_parser("boot", help="after a host restart: start restart-policy containers and helpers")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_boot)
