@@ -22,7 +22,9 @@ from engine.events import default_actor
 from engine.state import StateDB
 
 
-class Engine(ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI, MaintAPI):
+class Engine(
+    ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI, MaintAPI
+):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()
         # Who acts: the dashboard passes "user:<name>", the CLI the Unix uid.

@@ -17,8 +17,10 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from engine._lazy import lazy
 from engine.errors import Conflict, InvalidArgument, NotFound
-from engine.images import reference as refs
+
+refs = lazy("engine.images.reference")
 
 if TYPE_CHECKING:
     from engine.images.store import ImageRecord, ImageStore

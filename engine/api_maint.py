@@ -31,11 +31,23 @@ class MaintAPI:
         containers = []
         for c in self.containers(all=True):
             size = _tree_size(Paths(self.config, c.id).upper)
-            containers.append({"Id": c.id, "Names": c.name, "Image": c.image_ref, "State": c.state, "SizeRw": size})
+            containers.append(
+                {
+                    "Id": c.id,
+                    "Names": c.name,
+                    "Image": c.image_ref,
+                    "State": c.state,
+                    "SizeRw": size,
+                }
+            )
         volumes = []
         for v in self.list_volumes([]):
             volumes.append(
-                {"Name": v["Name"], "Size": self.volume_size(v["Name"]), "Links": len(self.containers_using_volume(v["Name"]))}
+                {
+                    "Name": v["Name"],
+                    "Size": self.volume_size(v["Name"]),
+                    "Links": len(self.containers_using_volume(v["Name"])),
+                }
             )
         return {"Images": images, "Containers": containers, "Volumes": volumes}
 

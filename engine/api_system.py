@@ -8,15 +8,17 @@ they are there (through getattr, so it also works on a partial engine).
 from __future__ import annotations
 
 import os
-import platform
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from engine import __version__
+from engine._lazy import lazy
+
+platform = lazy("platform")
+socket = lazy("socket")
+subprocess = lazy("subprocess")
 
 # The Docker Engine API level whose JSON shapes Berth's reports follow.
 API_VERSION = "1.41"

@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine import volumes
+from engine._lazy import lazy
+
+volumes = lazy("engine.volumes")
 
 if TYPE_CHECKING:
     from engine.config import EngineConfig

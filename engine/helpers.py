@@ -131,7 +131,9 @@ def spawn(eng, name: str, argv: list[str]) -> int:
                 close_fds=True,
             )
         except OSError as e:
-            raise EngineError(f"cannot start helper {name}: {e.strerror}", obj=name, errno=e.errno) from None
+            raise EngineError(
+                f"cannot start helper {name}: {e.strerror}", obj=name, errno=e.errno
+            ) from None
     threading.Thread(target=proc.wait, name=f"reap-{name}", daemon=True).start()
     _to_monitor_cgroup(eng, proc.pid)
     record(eng, name, proc.pid)

@@ -36,7 +36,9 @@ def file_lock(path: Path, *, shared: bool = False, timeout: float | None = None)
                     break
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
-                        raise Conflict(f"lock {path} is busy after {timeout}s", obj=str(path)) from None
+                        raise Conflict(
+                            f"lock {path} is busy after {timeout}s", obj=str(path)
+                        ) from None
                     time.sleep(0.01)
         yield
     finally:

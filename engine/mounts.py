@@ -31,7 +31,9 @@ def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "")
     )  # fmt: skip
     if rc != 0:
         err = ctypes.get_errno()
-        raise EngineError(f"mount {fstype or 'bind'} on {target} failed: {os.strerror(err)}", errno=err)
+        raise EngineError(
+            f"mount {fstype or 'bind'} on {target} failed: {os.strerror(err)}", errno=err
+        )
 
 
 def umount(target: str, detach: bool = True) -> bool:
@@ -63,7 +65,9 @@ def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> N
     # Options as Podman/containers-storage use them; "index=off" and no
     # redirect_dir/metacopy keep the upper dir a plain diff that commit can tar.
     lowers = ":".join(str(p) for p in reversed(lower))
-    opts = f"lowerdir={lowers},upperdir={upper},workdir={work},index=off,redirect_dir=off,metacopy=off"
+    opts = (
+        f"lowerdir={lowers},upperdir={upper},workdir={work},index=off,redirect_dir=off,metacopy=off"
+    )
     if len(opts) < 4000:
         mount("overlay", str(target), "overlay", 0, opts)
         return

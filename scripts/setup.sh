@@ -32,6 +32,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# Byte-compile now: with PYTHONDONTWRITEBYTECODE set (as in some CI
+# environments) every `berth` call would otherwise recompile the engine (~50 ms).
+.venv/bin/python -m compileall -q engine dashboard >/dev/null
 # The `berth` command: the venv's console script runs the venv's interpreter
 # directly (no pyenv shim, no Django import).
 ln -sf "$(pwd)/.venv/bin/berth" /usr/local/bin/berth

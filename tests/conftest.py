@@ -42,7 +42,9 @@ class EngineEnv:
 
         return Engine(self.config(), actor=actor)
 
-    def berth(self, *args: str, input: bytes | None = None, check: bool = False, timeout: float = 120):
+    def berth(
+        self, *args: str, input: bytes | None = None, check: bool = False, timeout: float = 120
+    ):
         """Run the real CLI in a subprocess; returns CompletedProcess (text)."""
         p = subprocess.run(
             [*BERTH, *args],
@@ -54,7 +56,9 @@ class EngineEnv:
             cwd=str(REPO),
         )
         if check and p.returncode != 0:
-            raise AssertionError(f"berth {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}")
+            raise AssertionError(
+                f"berth {' '.join(args)} -> {p.returncode}\n{p.stdout}\n{p.stderr}"
+            )
         return p
 
 
@@ -90,7 +94,11 @@ def _remove_instance_cgroups(prefix: str) -> None:
     by design; a test's instance ends here, so they go (once conmons have exited)."""
     import time
 
-    dirs = [d for ctl in Path("/sys/fs/cgroup").iterdir() for d in (ctl / prefix, ctl / f"{prefix}-monitors")]
+    dirs = [
+        d
+        for ctl in Path("/sys/fs/cgroup").iterdir()
+        for d in (ctl / prefix, ctl / f"{prefix}-monitors")
+    ]
     deadline = time.monotonic() + 10
     while True:
         left = []

@@ -5,13 +5,14 @@ exit command)."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 from engine.cli.main import engine_from
 
 PS_HEADERS = {"ID": "CONTAINER ID", "RunningFor": "CREATED"}
-PS_TABLE = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+PS_TABLE = (
+    "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}"
+)
 
 
 def _add_create_flags(p) -> None:
@@ -80,7 +81,9 @@ def _options(args):
             interval=o.parse_duration(args.health_interval) if args.health_interval else 30.0,
             timeout=o.parse_duration(args.health_timeout) if args.health_timeout else 30.0,
             retries=args.health_retries if args.health_retries is not None else 3,
-            start_period=o.parse_duration(args.health_start_period) if args.health_start_period else 0.0,
+            start_period=o.parse_duration(args.health_start_period)
+            if args.health_start_period
+            else 0.0,
         )
     log_max_size, log_max_file = 10 * 1024 * 1024, 1
     for lo in args.log_opt:
@@ -199,7 +202,7 @@ def _attach_and_wait(eng, c, *, stdin: bool, tty: bool, start: bool) -> int:
         if old:
             termios.tcsetattr(0, termios.TCSADRAIN, old)
             old = None
-        print(f"\nread escape sequence", file=sys.stderr)
+        print("\nread escape sequence", file=sys.stderr)
         return 0
     finally:
         if old:
@@ -412,14 +415,20 @@ def _parse_time(text: str | None) -> float:
     try:
         return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
     except ValueError:
-        raise InvalidArgument(f"invalid time {text!r}: use RFC3339, a unix timestamp or a duration like 10m") from None
+        raise InvalidArgument(
+            f"invalid time {text!r}: use RFC3339, a unix timestamp or a duration like 10m"
+        ) from None
 
 
 def cmd_logs(args) -> int:
     eng = engine_from(args)
     tail = None if args.tail in ("all", None) else int(args.tail)
     it = eng.container_logs(
-        args.container, follow=args.follow, tail=tail, since=_parse_time(args.since), until=_parse_time(args.until)
+        args.container,
+        follow=args.follow,
+        tail=tail,
+        since=_parse_time(args.since),
+        until=_parse_time(args.until),
     )
     out, err = sys.stdout.buffer, sys.stderr.buffer
     for ln in it:
@@ -446,7 +455,9 @@ def cmd_cleanup(args) -> int:
 
 def cmd_prune(args) -> int:
     if not args.force:
-        sys.stdout.write("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.write(
+            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
+        )
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0

@@ -23,7 +23,9 @@ def cmd_df(args) -> int:
     if args.format == "json" or args.format == "{{json .}}":
         print(json.dumps(d))
         return 0
-    img_total = sum(i["UniqueSize"] for i in d["Images"]) + (max((i["SharedSize"] for i in d["Images"]), default=0))
+    img_total = sum(i["UniqueSize"] for i in d["Images"]) + (
+        max((i["SharedSize"] for i in d["Images"]), default=0)
+    )
     img_active = sum(1 for i in d["Images"] if i["Containers"])
     reclaim_img = sum(i["UniqueSize"] for i in d["Images"] if not i["Containers"])
     ctr_total = sum(c["SizeRw"] for c in d["Containers"])
@@ -42,7 +44,9 @@ def cmd_df(args) -> int:
         print(f"{name:<16}{total:<8}{active:<8}{_human(size):<12}{_human(recl)}")
     if args.verbose:
         print("\nImages space usage:\n")
-        print(f"{'REPOSITORY:TAG':<30}{'IMAGE ID':<14}{'SIZE':<10}{'SHARED SIZE':<13}{'UNIQUE SIZE':<13}CONTAINERS")
+        print(
+            f"{'REPOSITORY:TAG':<30}{'IMAGE ID':<14}{'SIZE':<10}{'SHARED SIZE':<13}{'UNIQUE SIZE':<13}CONTAINERS"
+        )
         for i in d["Images"]:
             tag = (i["RepoTags"] or ["<none>:<none>"])[0]
             print(f"{tag:<30}{i['Id'].removeprefix('sha256:')[:12]:<14}{_human(i['Size']):<10}"
@@ -55,7 +59,9 @@ def cmd_prune(args) -> int:
         what = "all stopped containers, all " + ("unused" if args.all else "dangling") + " images"
         if args.volumes:
             what += ", all anonymous volumes not used by at least one container"
-        sys.stdout.write(f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] ")
+        sys.stdout.write(
+            f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] "
+        )
         sys.stdout.flush()
         if sys.stdin.readline().strip().lower() not in ("y", "yes"):
             return 0
@@ -67,7 +73,9 @@ def cmd_prune(args) -> int:
         print(line)
     if "Volumes" in r and r["Volumes"].get("VolumesDeleted"):
         print("Deleted Volumes:\n" + "\n".join(r["Volumes"]["VolumesDeleted"]) + "\n")
-    reclaimed = int(r["Images"].get("SpaceReclaimed", 0)) + int(r.get("Volumes", {}).get("SpaceReclaimed", 0))
+    reclaimed = int(r["Images"].get("SpaceReclaimed", 0)) + int(
+        r.get("Volumes", {}).get("SpaceReclaimed", 0)
+    )
     print(f"Total reclaimed space: {_human(reclaimed)}")
     return 0
 
@@ -99,6 +107,8 @@ def register(sub) -> None:
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--volumes", action="store_true")
     p.set_defaults(func=cmd_prune)
-    p = ssub.add_parser("boot", help="after a host restart: start restart-policy containers and helpers")
+    p = ssub.add_parser(
+        "boot", help="after a host restart: start restart-policy containers and helpers"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_boot)

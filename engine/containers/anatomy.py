@@ -190,7 +190,9 @@ def _mountinfo(pid: int) -> list[dict[str, Any]]:
                 "Source": _unescape(r[1]),
                 "Root": _unescape(f[3]),
                 "Options": f[5],
-                "SuperOptions": [_unescape(o) for o in (r[2] if len(r) > 2 else "").split(",") if o],
+                "SuperOptions": [
+                    _unescape(o) for o in (r[2] if len(r) > 2 else "").split(",") if o
+                ],
                 "ReadOnly": "ro" in f[5].split(","),
             }
         )
@@ -260,18 +262,20 @@ def _links_in_netns() -> list[dict[str, Any]]:
             }
         for a in ipr.get_addr():
             if a["index"] in links:
-                links[a["index"]]["Addresses"].append(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}")
+                links[a["index"]]["Addresses"].append(
+                    f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                )
     return sorted(links.values(), key=lambda x: x["Index"])
 
 
 def interfaces(pid: int) -> list[dict[str, Any]]:
+    import pyroute2  # noqa: F401  (import before forking, see _links_in_netns)
+
     from engine.containers.stats import read_net_dev
     from engine.netns import run_in_netns
 
-    import pyroute2  # noqa: F401  (import before forking, see _links_in_netns)
-
     links = run_in_netns(f"/proc/{pid}/ns/net", _links_in_netns)
-    counters = read_net_dev(pid)
+    counters = read_net_dev(pid, with_lo=True)
     for ln in links:
         n = counters.get(ln["Name"], {})
         ln["RxBytes"], ln["TxBytes"] = n.get("rx_bytes"), n.get("tx_bytes")

@@ -147,7 +147,13 @@ class ContainersAPI:
 
     # -- logs ----------------------------------------------------------------------
     def container_logs(
-        self, ref: str, *, follow: bool = False, tail: int | None = None, since: float = 0, until: float = 0
+        self,
+        ref: str,
+        *,
+        follow: bool = False,
+        tail: int | None = None,
+        since: float = 0,
+        until: float = 0,
     ) -> Iterator:
         from engine.containers import logs
 
@@ -194,7 +200,10 @@ def _match(c: Container, filters: list[str], all: bool) -> bool:
                 if lk not in c.opts.labels or (eq and c.opts.labels[lk] != lv):
                     return False
         elif k == "ancestor":
-            if not any(v in (c.image_ref, c.image_id, c.image_id.removeprefix("sha256:")[:12]) for v in vals):
+            if not any(
+                v in (c.image_ref, c.image_id, c.image_id.removeprefix("sha256:")[:12])
+                for v in vals
+            ):
                 return False
         elif k == "exited":
             if c.state != "exited" or str(c.exit_code) not in vals:

@@ -17,7 +17,6 @@ from engine.containers.options import CreateOptions, validate_name
 from engine.containers.records import Container, Paths
 from engine.errors import Conflict, InvalidArgument
 
-
 # Docker's name generator, shortened: adjective_surname.
 _ADJ = "admiring bold brave clever eager fervent gifted happy jolly keen loving modest nifty quirky relaxed serene sharp tender vibrant wizardly zealous".split()
 _NAMES = "albattani bardeen curie darwin euclid fermi galois hopper jennings knuth lovelace mayer noether pascal ritchie shannon turing wozniak yonath".split()
@@ -57,7 +56,9 @@ def resolve(eng, opts: CreateOptions) -> Container:
             env.append(e)
     workdir = opts.workdir or icfg.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
-        raise InvalidArgument(f"the working directory {workdir!r} is invalid, it needs to be an absolute path")
+        raise InvalidArgument(
+            f"the working directory {workdir!r} is invalid, it needs to be an absolute path"
+        )
     health = None
     if not opts.no_healthcheck:
         if opts.health and opts.health.test:
@@ -68,7 +69,11 @@ def resolve(eng, opts: CreateOptions) -> Container:
                 "Retries": opts.health.retries,
                 "StartPeriod": opts.health.start_period,
             }
-        elif icfg.get("Healthcheck") and icfg["Healthcheck"].get("Test") not in (None, [], ["NONE"]):
+        elif icfg.get("Healthcheck") and icfg["Healthcheck"].get("Test") not in (
+            None,
+            [],
+            ["NONE"],
+        ):
             h = icfg["Healthcheck"]
             ns = 1e9
             health = {
@@ -80,13 +85,19 @@ def resolve(eng, opts: CreateOptions) -> Container:
             }
     for m in opts.mounts:
         if m.type == "bind" and not os.path.exists(m.source):
-            raise InvalidArgument(f"invalid mount config: bind source path does not exist: {m.source}")
+            raise InvalidArgument(
+                f"invalid mount config: bind source path does not exist: {m.source}"
+            )
     if opts.network not in ("none", "host") and not opts.network.startswith("container:"):
         raise InvalidArgument(
             f"network {opts.network!r} not supported yet: use none, host or container:NAME"
         )
     for mode, what in ((opts.pid_mode, "--pid"), (opts.ipc_mode, "--ipc")):
-        if mode and mode not in ("host", "private", "shareable", "none") and not mode.startswith("container:"):
+        if (
+            mode
+            and mode not in ("host", "private", "shareable", "none")
+            and not mode.startswith("container:")
+        ):
             raise InvalidArgument(f"invalid {what} mode {mode!r}: use host or container:NAME")
     if opts.runtime and opts.runtime not in ("crun", "runc"):
         raise InvalidArgument(f"unknown runtime {opts.runtime!r}: use crun or runc")
@@ -160,5 +171,3 @@ def insert(eng, c: Container) -> None:
         with eng.db.write() as db:
             db.execute("DELETE FROM containers WHERE id=?", (c.id,))
         raise
-
-

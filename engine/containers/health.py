@@ -42,7 +42,10 @@ NAME = "health"
 ACTOR = "berth-health"
 TICK = 0.25  # how often the runner looks for due probes
 IDLE_EXIT = 10.0  # exit after this long without a running container with a check
-OWNER_CHECK = 5.0  # how often (and how long after start) the runner checks it is still the recorded one
+IDLE_EXIT_ENV = "BERTH_HEALTH_IDLE_EXIT"  # tests shorten it (seconds)
+OWNER_CHECK = (
+    5.0  # how often (and how long after start) the runner checks it is still the recorded one
+)
 MAX_LOG = 5
 MAX_OUTPUT = 4096
 DEFAULT_INTERVAL = DEFAULT_TIMEOUT = 30.0
@@ -130,11 +133,9 @@ def run_probe(
         code = proc.returncode
         text = out[:MAX_OUTPUT].decode(errors="replace")
     except subprocess.TimeoutExpired:
-        # Killing `runtime exec` would orphan the probe inside the container: kill it by its pid.
-        try:
-            os.kill(int(pid_file.read_text().strip()), signal.SIGKILL)
-        except (OSError, ValueError):
-            pass
+        # Killing `runtime exec` would orphan the probe inside the container: kill
+        # it (and what it forked, `sh -c` often does) by the pid the runtime wrote.
+        kill_tree(_read_pid(pid_file))
         proc.kill()
         proc.communicate()
         code, text = -1, f"Health check exceeded timeout ({go_duration(timeout)})"
@@ -148,20 +149,62 @@ def run_probe(
     return code, text
 
 
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            out += [int(x) for x in Path(f"/proc/{pid}/task/{tid}/children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
+def kill_tree(pid: int) -> None:
+    """SIGKILL ``pid`` and its descendants (gathered first: once the parent dies
+    they are re-parented to the container's init and lose the link)."""
+    if pid <= 0:
+        return
+    victims, todo = [], [pid]
+    while todo and len(victims) < 1000:
+        p = todo.pop()
+        victims.append(p)
+        todo += _children(p)
+    for p in victims:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+
+
 def rfc3339(ts: float) -> str:
     from engine.containers.inspect import rfc3339 as fmt
 
     return fmt(ts)
 
 
-def apply_result(state: dict, hc: dict, started_at: float, start: float, end: float, code: int, output: str) -> dict:
+def apply_result(
+    state: dict, hc: dict, started_at: float, start: float, end: float, code: int, output: str
+) -> dict:
     """Docker's handleProbeResult: the new State.Health after one probe."""
     new = {
         "Status": state.get("Status") or "starting",
         "FailingStreak": int(state.get("FailingStreak") or 0),
         "Log": list(state.get("Log") or []),
     }
-    new["Log"].append({"Start": rfc3339(start), "End": rfc3339(end), "ExitCode": code, "Output": output})
+    new["Log"].append(
+        {"Start": rfc3339(start), "End": rfc3339(end), "ExitCode": code, "Output": output}
+    )
     new["Log"] = new["Log"][-MAX_LOG:]
     if code == 0:
         new["FailingStreak"] = 0
@@ -218,6 +261,10 @@ class Runner:
         self.pid_dir = eng.config.run / "health"
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
+        try:
+            self.idle_exit = float(os.environ.get(IDLE_EXIT_ENV) or IDLE_EXIT)
+        except ValueError:
+            self.idle_exit = IDLE_EXIT
         self.last_owner_check = self.t0
 
     def run(self) -> int:
@@ -234,7 +281,7 @@ class Runner:
                         idle_since = None
                     elif idle_since is None:
                         idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since >= IDLE_EXIT and self._retire():
+                    elif time.monotonic() - idle_since >= self.idle_exit and self._retire():
                         return 0
                     if not self._still_owner():
                         return 0
@@ -250,10 +297,7 @@ class Runner:
         """Probes still running when we stop: end them (inside the container too)."""
         for t in self.targets.values():
             if t.inflight:
-                try:
-                    os.kill(int((self.pid_dir / f"{t.cid}.pid").read_text().strip()), signal.SIGKILL)
-                except (OSError, ValueError):
-                    pass
+                kill_tree(_read_pid(self.pid_dir / f"{t.cid}.pid"))
         for proc in list(self.procs):
             try:
                 proc.kill()
@@ -318,7 +362,9 @@ class Runner:
             if not pid_alive(t.pid):
                 continue  # exited: its exit command reconciles the row
             t.inflight = True
-            threading.Thread(target=self._probe, args=(t,), name=f"probe-{t.cid[:12]}", daemon=True).start()
+            threading.Thread(
+                target=self._probe, args=(t,), name=f"probe-{t.cid[:12]}", daemon=True
+            ).start()
 
     def _probe(self, t: _Target) -> None:
         assert t.rt is not None and t.argv is not None
@@ -358,7 +404,9 @@ class Runner:
         if res.discard:
             return
         old = t.state.get("Status") or "starting"
-        t.state = apply_result(t.state, t.hc, t.started_at, res.start, res.end, res.code, res.output)
+        t.state = apply_result(
+            t.state, t.hc, t.started_at, res.start, res.end, res.code, res.output
+        )
         with self.eng.db.write() as c:
             # Only the health column, and only for the run that was probed.
             cur = c.execute(
@@ -366,7 +414,13 @@ class Runner:
                 (json.dumps(t.state), t.cid, t.started_at),
             )
         if cur.rowcount and t.state["Status"] != old:
-            self.eng.emit("container", f"health_status: {t.state['Status']}", t.cid, name=t.name, image=t.image)
+            self.eng.emit(
+                "container",
+                f"health_status: {t.state['Status']}",
+                t.cid,
+                name=t.name,
+                image=t.image,
+            )
 
     def _retire(self) -> bool:
         """Exit when idle, unless a container with a check started meanwhile. Under

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from engine.containers.records import Container, Paths
 
@@ -13,7 +13,7 @@ ZERO_TIME = "0001-01-01T00:00:00Z"
 def rfc3339(ts: float) -> str:
     if not ts:
         return ZERO_TIME
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def human_duration(seconds: float) -> str:
@@ -64,9 +64,12 @@ def status_text(c: Container) -> str:
 
 
 def docker_state(c: Container) -> str:
-    return {"removing": "removing", "running": "running", "paused": "paused", "exited": "exited"}.get(
-        c.state, "created"
-    )
+    return {
+        "removing": "removing",
+        "running": "running",
+        "paused": "paused",
+        "exited": "exited",
+    }.get(c.state, "created")
 
 
 def _health(c: Container) -> dict | None:
@@ -155,7 +158,12 @@ def inspect(eng, c: Container) -> dict:
     if hc:
         config["Healthcheck"] = hc
     host_config = {
-        "Binds": [f"{m.source}:{m.target}{':ro' if m.readonly else ''}" for m in o.mounts if m.type == "bind"] or None,
+        "Binds": [
+            f"{m.source}:{m.target}{':ro' if m.readonly else ''}"
+            for m in o.mounts
+            if m.type == "bind"
+        ]
+        or None,
         "NetworkMode": o.network,
         "RestartPolicy": {"Name": o.restart.name, "MaximumRetryCount": o.restart.max_retries},
         "AutoRemove": o.auto_remove,
@@ -180,7 +188,14 @@ def inspect(eng, c: Container) -> dict:
     net_settings = {
         "SandboxKey": f"/run/netns/{p.netns_name}" if running and o.network == "none" else "",
         "Ports": {},
-        "Networks": {o.network.split(":")[0]: {"IPAddress": "", "Gateway": "", "MacAddress": "", "NetworkID": o.network}},
+        "Networks": {
+            o.network.split(":")[0]: {
+                "IPAddress": "",
+                "Gateway": "",
+                "MacAddress": "",
+                "NetworkID": o.network,
+            }
+        },
     }
     return {
         "Id": c.id,
@@ -213,7 +228,7 @@ def ps_row(c: Container) -> dict:
     cmd = " ".join(c.args)
     return {
         "Command": f'"{cmd[:20]}…"' if len(cmd) > 20 else f'"{cmd}"',
-        "CreatedAt": datetime.fromtimestamp(c.created, timezone.utc).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
+        "CreatedAt": datetime.fromtimestamp(c.created, UTC).strftime("%Y-%m-%d %H:%M:%S +0000 UTC"),
         "ID": c.id[:12],
         "Image": c.image_ref,
         "Labels": ",".join(f"{k}={v}" for k, v in c.opts.labels.items()),

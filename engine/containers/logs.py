@@ -54,7 +54,9 @@ def _parse(raw: bytes, partial: dict) -> LogLine | None:
     return LogLine(ts.decode(), key, data)
 
 
-def read(path: Path, *, tail: int | None = None, since: float = 0, until: float = 0) -> list[LogLine]:
+def read(
+    path: Path, *, tail: int | None = None, since: float = 0, until: float = 0
+) -> list[LogLine]:
     out: deque[LogLine] = deque(maxlen=tail if tail and tail > 0 else None)
     if tail == 0:
         return []
@@ -77,7 +79,13 @@ def read(path: Path, *, tail: int | None = None, since: float = 0, until: float 
 
 
 def follow(
-    path: Path, *, tail: int | None, since: float, until: float, running: Callable[[], bool], poll: float = 0.05
+    path: Path,
+    *,
+    tail: int | None,
+    since: float,
+    until: float,
+    running: Callable[[], bool],
+    poll: float = 0.05,
 ) -> Iterator[LogLine]:
     """The backlog, then new lines until the container has exited (and the file is drained)."""
     yield from read(path, tail=tail, since=since, until=until)

@@ -98,7 +98,9 @@ def parse_size(text: str, what: str = "size") -> int:
     """Docker's RAMInBytes: 512m, 1g, 100000 (bytes); units are binary."""
     m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgtb]?)b?\s*", text.lower())
     if not m:
-        raise InvalidArgument(f"invalid {what} {text!r}: expected a number with an optional unit (b, k, m, g)")
+        raise InvalidArgument(
+            f"invalid {what} {text!r}: expected a number with an optional unit (b, k, m, g)"
+        )
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
@@ -119,11 +121,15 @@ def parse_restart(text: str) -> RestartPolicy:
             f"invalid restart policy {text!r}: use no, on-failure[:N], always or unless-stopped"
         )
     if count and name != "on-failure":
-        raise InvalidArgument(f"invalid restart policy {text!r}: only on-failure takes a retry count")
+        raise InvalidArgument(
+            f"invalid restart policy {text!r}: only on-failure takes a retry count"
+        )
     try:
         n = int(count) if count else 0
     except ValueError:
-        raise InvalidArgument(f"invalid restart policy {text!r}: retry count must be a number") from None
+        raise InvalidArgument(
+            f"invalid restart policy {text!r}: retry count must be a number"
+        ) from None
     if n < 0:
         raise InvalidArgument(f"invalid restart policy {text!r}: retry count must be >= 0")
     return RestartPolicy(name, n)
@@ -140,7 +146,9 @@ def parse_ulimit(text: str) -> tuple[str, int, int]:
     except ValueError:
         raise InvalidArgument(f"invalid ulimit {text!r}: limits must be numbers") from None
     if hard != -1 and soft > hard:
-        raise InvalidArgument(f"invalid ulimit {text!r}: soft limit {soft} exceeds hard limit {hard}")
+        raise InvalidArgument(
+            f"invalid ulimit {text!r}: soft limit {soft} exceeds hard limit {hard}"
+        )
     return (name.strip(), soft, hard)
 
 
@@ -158,7 +166,9 @@ def parse_volume(text: str) -> MountSpec:
     else:
         raise InvalidArgument(f"invalid volume specification {text!r}")
     if not dst.startswith("/"):
-        raise InvalidArgument(f"invalid volume specification {text!r}: destination {dst!r} must be an absolute path")
+        raise InvalidArgument(
+            f"invalid volume specification {text!r}: destination {dst!r} must be an absolute path"
+        )
     ro = mode.startswith("ro")
     if not src:
         return MountSpec("volume", "", dst, ro, anonymous=True)
@@ -191,7 +201,9 @@ def parse_duration(text: str) -> float:
         try:
             return float(text)
         except ValueError:
-            raise InvalidArgument(f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms") from None
+            raise InvalidArgument(
+                f"invalid duration {text!r}: use e.g. 30s, 1m30s, 500ms"
+            ) from None
     total = 0.0
     mult = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
     for num, unit in re.findall(r"(\d+(?:\.\d+)?)(ns|us|ms|s|m|h)", text):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.containers.options import CreateOptions

@@ -11,7 +11,9 @@ from engine.locks import file_lock
 from engine.runtime.oci import pid_alive
 
 
-def remove(eng, ref: str, *, force: bool = False, volumes: bool = False, keep_exit_file: bool = False) -> str:
+def remove(
+    eng, ref: str, *, force: bool = False, volumes: bool = False, keep_exit_file: bool = False
+) -> str:
     c = records.load(eng.db, ref)
     p = Paths(eng.config, c.id)
     if c.state in records.ACTIVE and pid_alive(c.pid):

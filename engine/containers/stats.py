@@ -60,8 +60,8 @@ def host_memory() -> int:
     return _MEMTOTAL
 
 
-def read_net_dev(pid: int) -> dict[str, dict[str, int]]:
-    """Per-interface counters of the netns ``pid`` lives in, without ``lo`` (as docker).
+def read_net_dev(pid: int, with_lo: bool = False) -> dict[str, dict[str, int]]:
+    """Per-interface counters of the netns ``pid`` lives in, without ``lo`` unless asked (docker leaves it out).
 
     /proc/PID/net is the view of that process's network namespace, so no
     setns (or fork) is needed.
@@ -75,7 +75,7 @@ def read_net_dev(pid: int) -> dict[str, dict[str, int]]:
         name, _, rest = line.partition(":")
         name = name.strip()
         f = rest.split()
-        if name == "lo" or len(f) < 16:
+        if (name == "lo" and not with_lo) or len(f) < 16:
             continue
         v = [int(x) for x in f]
         out[name] = {

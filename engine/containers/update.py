@@ -71,7 +71,9 @@ def _plan_memory(c: Container, u: UpdateOptions) -> tuple[int | None, int | None
         mem = None if u.memory == -1 else u.memory
     if u.memory_swap is not None:
         if u.memory_swap not in (-1,) and u.memory_swap <= 0:
-            raise InvalidArgument(f"invalid memory-swap {u.memory_swap}: bytes > 0 or -1", obj=c.name)
+            raise InvalidArgument(
+                f"invalid memory-swap {u.memory_swap}: bytes > 0 or -1", obj=c.name
+            )
         swap = u.memory_swap
     if mem is None:
         if swap not in (None, -1):
@@ -82,11 +84,14 @@ def _plan_memory(c: Container, u: UpdateOptions) -> tuple[int | None, int | None
     elif swap is None:
         derived = True
     elif swap != -1 and swap < mem:
-        raise InvalidArgument(
-            "Memory limit should be smaller than already set memoryswap limit, "
-            "update the memoryswap at the same time",
-            obj=c.name,
-        )
+        if u.memory_swap is not None:
+            msg = "Minimum memoryswap limit should be larger than memory limit, see usage"
+        else:
+            msg = (
+                "Memory limit should be smaller than already set memoryswap limit, "
+                "update the memoryswap at the same time"
+            )
+        raise InvalidArgument(msg, obj=c.name)
     return mem, swap, derived
 
 

@@ -130,7 +130,9 @@ def spawn(a: ConmonArgs, *, before_start=None, timeout: float = 60) -> int:
         msg = {}
     pid = int(msg.get("data", -1)) if isinstance(msg, dict) else -1
     if pid <= 0:
-        detail = (msg.get("message") if isinstance(msg, dict) else "") or err.decode(errors="replace")
+        detail = (msg.get("message") if isinstance(msg, dict) else "") or err.decode(
+            errors="replace"
+        )
         detail = " ".join(detail.split()) or f"conmon exited {proc.returncode}"
         raise EngineError(f"container create failed: {detail}")
     return pid

@@ -22,7 +22,9 @@ class OCIRuntime:
     path: str
     state_root: Path
 
-    def _run(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    def _run(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess:
         cmd = [self.path, f"--root={self.state_root}", *args]
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and p.returncode != 0:

@@ -76,7 +76,9 @@ def test_stdout_and_stderr_stay_separate_and_logs_keep_them(busybox_env):
 
 def test_detached_lifecycle_ps_inspect_stop_rm(busybox_env):
     b = busybox_env.berth
-    cid = b("run", "-d", "--name", "sleeper", "--label", "team=a", "busybox", "sleep", "300", check=True).stdout.strip()
+    cid = b(
+        "run", "-d", "--name", "sleeper", "--label", "team=a", "busybox", "sleep", "300", check=True
+    ).stdout.strip()
     assert len(cid) == 64
     ps = b("ps", "--format", "{{.Names}} {{.State}}").stdout
     assert "sleeper running" in ps
@@ -102,7 +104,17 @@ def test_detached_lifecycle_ps_inspect_stop_rm(busybox_env):
 
 def test_stop_kills_a_pid1_that_ignores_term(busybox_env):
     b = busybox_env.berth
-    b("run", "-d", "--name", "stubborn", "busybox", "sh", "-c", "trap '' TERM; while true; do sleep 1; done", check=True)
+    b(
+        "run",
+        "-d",
+        "--name",
+        "stubborn",
+        "busybox",
+        "sh",
+        "-c",
+        "trap '' TERM; while true; do sleep 1; done",
+        check=True,
+    )
     b("stop", "-t", "1", "stubborn", check=True)
     assert b("inspect", "-f", "{{.State.ExitCode}}", "stubborn").stdout.strip() == "137"
     b("rm", "stubborn", check=True)
@@ -142,11 +154,26 @@ def test_network_modes(busybox_env):
     p = b("run", "--rm", "busybox", "ip", "link", "show", "lo")
     assert "UP" in p.stdout
     p = b("run", "--rm", "--network", "host", "busybox", "cat", "/proc/net/dev")
-    host_ifaces = [ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]]
-    assert sorted(ln.split(":")[0].strip() for ln in p.stdout.splitlines()[2:]) == sorted(host_ifaces)
+    host_ifaces = [
+        ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]
+    ]
+    assert sorted(ln.split(":")[0].strip() for ln in p.stdout.splitlines()[2:]) == sorted(
+        host_ifaces
+    )
     b("run", "-d", "--name", "netowner", "busybox", "sleep", "300", check=True)
     owner_pid = json.loads(b("inspect", "netowner").stdout)[0]["State"]["Pid"]
-    b("run", "-d", "--name", "joiner", "--network", "container:netowner", "busybox", "sleep", "300", check=True)
+    b(
+        "run",
+        "-d",
+        "--name",
+        "joiner",
+        "--network",
+        "container:netowner",
+        "busybox",
+        "sleep",
+        "300",
+        check=True,
+    )
     joiner_pid = json.loads(b("inspect", "joiner").stdout)[0]["State"]["Pid"]
     assert os.readlink(f"/proc/{owner_pid}/ns/net") == os.readlink(f"/proc/{joiner_pid}/ns/net")
     b("rm", "-f", "joiner", "netowner", check=True)
@@ -181,7 +208,10 @@ def test_volumes_named_bind_ro_and_seeded(busybox_env, tmp_path):
     b("run", "--rm", "-v", f"{host}:/mnt", "busybox", "sh", "-c", "echo bound > /mnt/h", check=True)
     assert (host / "h").read_text() == "bound\n"
     # A named volume mounted over /etc is seeded with the image's /etc on first use.
-    assert "root:x:0:0" in b("run", "--rm", "-v", "etcvol:/etc", "busybox", "cat", "/etc/passwd").stdout
+    assert (
+        "root:x:0:0"
+        in b("run", "--rm", "-v", "etcvol:/etc", "busybox", "cat", "/etc/passwd").stdout
+    )
     b("run", "-d", "--name", "user", "-v", "data:/data", "busybox", "sleep", "300", check=True)
     p = b("volume", "rm", "data")
     assert p.returncode != 0 and "in use" in p.stderr
@@ -203,19 +233,44 @@ def test_capabilities_privileged_and_bounding_set(busybox_env):
     p = b("run", "--rm", "--cap-add", "SYS_RESOURCE", "busybox", "true")
     assert p.returncode == 125 and "SYS_RESOURCE" in p.stderr
     eff = b("run", "--rm", "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
-    priv = b("run", "--rm", "--privileged", "busybox", "grep", "CapEff", "/proc/self/status").stdout.split()[1]
-    bnd = [ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapBnd")][0].split()[1]
+    priv = b(
+        "run", "--rm", "--privileged", "busybox", "grep", "CapEff", "/proc/self/status"
+    ).stdout.split()[1]
+    bnd = [
+        ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("CapBnd")
+    ][0].split()[1]
     assert int(priv, 16) == int(bnd, 16)
     assert int(eff, 16) & ~int(bnd, 16) == 0 and int(eff, 16) < int(priv, 16)
     seccomp = b("run", "--rm", "busybox", "grep", "Seccomp:", "/proc/self/status").stdout.split()[1]
     assert seccomp == "2"
-    unconf = b("run", "--rm", "--security-opt", "seccomp=unconfined", "busybox", "grep", "Seccomp:", "/proc/self/status")
+    unconf = b(
+        "run",
+        "--rm",
+        "--security-opt",
+        "seccomp=unconfined",
+        "busybox",
+        "grep",
+        "Seccomp:",
+        "/proc/self/status",
+    )
     assert unconf.stdout.split()[1] == "0"
 
 
 def test_restart_on_failure_retries_then_stops(busybox_env):
     b = busybox_env.berth
-    b("run", "-d", "--name", "flaky", "--restart", "on-failure:2", "busybox", "sh", "-c", "exit 1", check=True)
+    b(
+        "run",
+        "-d",
+        "--name",
+        "flaky",
+        "--restart",
+        "on-failure:2",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 1",
+        check=True,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         out = b("inspect", "-f", "{{.RestartCount}} {{.State.Status}}", "flaky").stdout.split()
@@ -232,7 +287,9 @@ def test_pause_unpause_freezes(busybox_env):
     pid = json.loads(b("inspect", "p").stdout)[0]["State"]["Pid"]
     b("pause", "p", check=True)
     assert "Paused" in b("ps", "--format", "{{.Status}}").stdout
-    state = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State")][0]
+    state = [
+        ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines() if ln.startswith("State")
+    ][0]
     assert "D" in state or "T" in state or "S" in state  # frozen tasks sleep in the freezer
     b("unpause", "p", check=True)
     assert b("inspect", "-f", "{{.State.Status}}", "p").stdout.strip() == "running"
@@ -269,7 +326,9 @@ def test_planted_resolv_conf_symlink_is_not_written_through(busybox_env, tmp_pat
 
 def test_create_then_start_and_wait(busybox_env):
     b = busybox_env.berth
-    cid = b("create", "--name", "later", "busybox", "sh", "-c", "echo started; exit 5", check=True).stdout.strip()
+    cid = b(
+        "create", "--name", "later", "busybox", "sh", "-c", "echo started; exit 5", check=True
+    ).stdout.strip()
     assert b("inspect", "-f", "{{.State.Status}}", "later").stdout.strip() == "created"
     b("start", "later", check=True)
     w = b("wait", "later")
@@ -279,7 +338,9 @@ def test_create_then_start_and_wait(busybox_env):
 
 
 def test_interactive_stdin_reaches_the_container_and_eof_ends_it(busybox_env):
-    p = busybox_env.berth("run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input=b"piped in\n")
+    p = busybox_env.berth(
+        "run", "--rm", "-i", "busybox", "sh", "-c", "cat; echo done", input=b"piped in\n"
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout == "piped in\ndone\n"
 
@@ -332,10 +393,15 @@ def test_each_runtime_runs_stops_and_cleans_up(busybox_env, runtime):
     b = busybox_env.berth
     p = b("run", "--rm", "--runtime", runtime, "busybox", "sh", "-c", "echo $((1+2)); exit 9")
     assert (p.returncode, p.stdout) == (9, "3\n"), p.stderr
-    cid = b("run", "-d", "--runtime", runtime, "-m", "32m", "busybox", "sleep", "300", check=True).stdout.strip()
+    cid = b(
+        "run", "-d", "--runtime", runtime, "-m", "32m", "busybox", "sleep", "300", check=True
+    ).stdout.strip()
     assert b("inspect", "-f", "{{.HostConfig.Runtime}}", cid).stdout.strip() == runtime
     limit = Path(f"/sys/fs/cgroup/memory/{busybox_env.prefix}/{cid}/memory.limit_in_bytes")
-    if Path("/sys/fs/cgroup/memory").is_dir() and not Path("/sys/fs/cgroup/cgroup.controllers").exists():
+    if (
+        Path("/sys/fs/cgroup/memory").is_dir()
+        and not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    ):
         assert limit.read_text().strip() == str(32 * 1024 * 1024)
     b("rm", "-f", cid, check=True)
     assert _kernel_leftovers(busybox_env, cid) == []
