@@ -62,8 +62,16 @@ class EngineEnv:
         return p
 
 
+# Prefixes of the engines this session made: the leak check looks only at
+# these, so another test run on the same host cannot make this one fail.
+SESSION_PREFIXES: set[str] = set()
+SESSION_ROOTS: set[str] = set()
+
+
 def _new_env(tmp_path: Path) -> EngineEnv:
     prefix = TEST_PREFIX + secrets.token_hex(3)
+    SESSION_PREFIXES.add(prefix)
+    SESSION_ROOTS.add(str(tmp_path / "root"))
     # Short run dir: conmon's attach socket path must fit in sun_path (108 bytes).
     run = Path("/run") / f"{prefix}"
     return EngineEnv(root=tmp_path / "root", run=run, prefix=prefix)
@@ -137,22 +145,28 @@ def busybox_env(eng_env):
 
 def _leaks() -> list[str]:
     found = []
+    prefixes = tuple(SESSION_PREFIXES)
+    if not prefixes:
+        return found
+    roots = tuple(f"/{p}/" for p in prefixes)
     try:
         mi = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:
         mi = []
     for line in mi:
         mp = line.split()[4]
-        if "/pytest-" in mp and "/containers/" in mp:
+        if mp.startswith("/run/netns/") and mp.split("/")[-1].startswith(prefixes):
+            found.append(f"netns {mp}")
+        elif mp.startswith(tuple(SESSION_ROOTS)):
             found.append(f"mount {mp}")
-        if mp.startswith(f"/run/netns/{TEST_PREFIX}") and len(mp.split("/")[-1]) > 2:
-            name = mp.split("/")[-1]
-            if name.count("-") >= 1 and len(name.split("-")[0]) == 8:
-                found.append(f"netns {name}")
+    for ns in Path("/run/netns").glob("*") if Path("/run/netns").is_dir() else []:
+        if ns.name.startswith(prefixes):
+            found.append(f"netns file {ns}")
     for ctl in Path("/sys/fs/cgroup").glob("*"):
-        for d in ctl.glob(f"{TEST_PREFIX}*"):
-            if d.is_dir() and len(d.name.split("-")[0]) == 8:
-                found.append(f"cgroup {d}")
+        for p in prefixes:
+            for d in (ctl / p, ctl / f"{p}-monitors"):
+                if d.is_dir():
+                    found.append(f"cgroup {d}")
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -160,8 +174,11 @@ def _leaks() -> list[str]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if cmd and cmd[0].endswith(b"conmon") and any(b"/pytest-" in a for a in cmd):
+        if cmd and cmd[0].endswith(b"conmon") and any(r.encode() in a for a in cmd for r in roots):
             found.append(f"conmon pid {pid}")
+    for p in prefixes:
+        if Path(f"/run/{p}").exists():
+            found.append(f"run dir /run/{p}")
     return found
 
 

@@ -103,8 +103,14 @@ def _options(args):
     swap = None
     if args.memory_swap:
         swap = -1 if args.memory_swap == "-1" else o.parse_size(args.memory_swap, "memory-swap")
-    if args.pids_limit is not None and args.pids_limit == 0:
-        raise InvalidArgument("invalid --pids-limit 0: use -1 for unlimited or a positive number")
+    if swap not in (None, -1) and mem is None:
+        raise InvalidArgument(
+            "You should always set the Memory limit when using Memoryswap limit, see usage"
+        )
+    if swap not in (None, -1) and mem is not None and swap < mem:
+        raise InvalidArgument(
+            "Minimum memoryswap limit should be larger than memory limit, see usage"
+        )
     entry = None
     if args.entrypoint is not None:
         entry = [args.entrypoint] if args.entrypoint else []
@@ -167,7 +173,9 @@ def cmd_create(args) -> int:
     return 0
 
 
-def _attach_and_wait(eng, c, *, stdin: bool, tty: bool, start: bool) -> int:
+def _attach_and_wait(
+    eng, c, *, stdin: bool, tty: bool, start: bool, detach_keys: bytes = b"\x10\x11"
+) -> int:
     """Attach our stdio to the container (connecting before `runtime start` so
     no output is lost), relay until it closes, then return its exit code."""
     import termios
@@ -197,7 +205,7 @@ def _attach_and_wait(eng, c, *, stdin: bool, tty: bool, start: bool) -> int:
         old = termios.tcgetattr(0)
         ttymod.setraw(0)
     try:
-        attach.relay(sock, stdin=in_fd, tty=tty)
+        attach.relay(sock, stdin=in_fd, tty=tty, detach_keys=detach_keys)
     except attach.Detached:
         if old:
             termios.tcsetattr(0, termios.TCSADRAIN, old)
@@ -269,6 +277,39 @@ def cmd_run(args) -> int:
             return 126
         return 125
     return code
+
+
+def cmd_attach(args) -> int:
+    from engine.errors import InvalidState
+
+    eng = engine_from(args)
+    c = eng.get_container(args.container)
+    if c.state != "running":
+        raise InvalidState(f"You cannot attach to a stopped container, start it first: {c.name}")
+    keys = _parse_detach_keys(args.detach_keys)
+    return _attach_and_wait(eng, c, stdin=not args.no_stdin and c.opts.interactive, tty=c.opts.tty,
+                            start=False, detach_keys=keys)  # fmt: skip
+
+
+def _parse_detach_keys(text: str) -> bytes:
+    """Docker's --detach-keys syntax: "ctrl-p,ctrl-q", "a", "ctrl-@"."""
+    from engine.errors import InvalidArgument
+
+    out = b""
+    for part in filter(None, text.split(",")):
+        if part.startswith("ctrl-") and len(part) == 6:
+            ch = part[5].lower()
+            if ch == "@":
+                out += b"\x00"
+            elif "a" <= ch <= "z" or ch in "[\\]^_":
+                out += bytes([ord(ch.upper()) & 0x1F])
+            else:
+                raise InvalidArgument(f"invalid detach keys {text!r}")
+        elif len(part) == 1:
+            out += part.encode()
+        else:
+            raise InvalidArgument(f"invalid detach keys {text!r}: use e.g. ctrl-p,ctrl-q")
+    return out
 
 
 def cmd_start(args) -> int:
@@ -537,6 +578,12 @@ def _register_common(sub) -> None:
     p.add_argument("-v", "--volumes", action="store_true")
     p.add_argument("containers", nargs="+")
     p.set_defaults(func=cmd_rm)
+    p = sub.add_parser("attach")
+    p.add_argument("--detach-keys", default="ctrl-p,ctrl-q")
+    p.add_argument("--no-stdin", action="store_true")
+    p.add_argument("--sig-proxy", default="true")
+    p.add_argument("container")
+    p.set_defaults(func=cmd_attach)
     p = sub.add_parser("rename")
     p.add_argument("old")
     p.add_argument("new")

@@ -131,6 +131,10 @@ class CopyPlan:
     rebase_from: str  # first path component of the entries ("" = no rename)
     rebase_to: str
 
+    @property
+    def needs_rebase(self) -> bool:
+        return bool(self.rebase_to) and self.rebase_from != self.rebase_to
+
 
 def plan_copy(
     src_path: str, src_is_dir: bool, dst_path: str, dst_exists: bool, dst_is_dir: bool
@@ -249,7 +253,7 @@ def copy_host_to_container(
         plan = plan_copy(src, stat.S_ISDIR(src_st.st_mode), dst, exists, is_dir)
         # layers.copy_out with "/" as the root reads the host path plainly (dir/. included).
         with piped(lambda out: layers.copy_out("/", os.path.abspath(src) + _dot(src), out)) as tar:
-            if plan.rebase_from or plan.rebase_to and not plan.rebase_from:
+            if plan.needs_rebase:
                 with piped(
                     lambda out: rebase(tar, out, plan.rebase_from, plan.rebase_to)
                 ) as renamed:

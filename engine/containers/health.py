@@ -261,6 +261,7 @@ class Runner:
         self.pid_dir = eng.config.run / "health"
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
+        self.db_ino = _ino(eng.config.db_path)
         try:
             self.idle_exit = float(os.environ.get(IDLE_EXIT_ENV) or IDLE_EXIT)
         except ValueError:
@@ -271,6 +272,7 @@ class Runner:
         signal.signal(signal.SIGTERM, lambda *_: self.stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self.stopping.set())
         idle_since: float | None = None
+        failing_since: float | None = None
         try:
             while not self.stopping.is_set():
                 try:
@@ -285,8 +287,12 @@ class Runner:
                         return 0
                     if not self._still_owner():
                         return 0
-                except Exception as e:  # a busy database must not end the runner
+                    failing_since = None
+                except Exception as e:  # a busy database must not end the runner...
                     print(f"health runner: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+                    failing_since = failing_since or time.monotonic()
+                    if time.monotonic() - failing_since > ERROR_EXIT:
+                        return 1  # ...but a broken one must not keep it forever
                 self._drain(TICK)
         finally:
             helpers.deregister(self.eng, NAME, os.getpid())
@@ -440,8 +446,19 @@ class Runner:
         if now - self.last_owner_check < OWNER_CHECK or now - self.t0 < OWNER_CHECK:
             return True
         self.last_owner_check = now
+        if _ino(self.eng.config.db_path) != self.db_ino:
+            # The root was deleted (or replaced): our open database is an orphan
+            # whose rows would keep us probing forever.
+            return False
         h = helpers.lookup(self.eng, NAME)
         return h is not None and h.pid == os.getpid()
+
+
+def _ino(path: Path) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return -1
 
 
 def main(argv: list[str] | None = None) -> int:

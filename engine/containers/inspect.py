@@ -176,7 +176,9 @@ def inspect(eng, c: Container) -> dict:
         "ShmSize": o.shm_size or 64 * 1024 * 1024,
         "Runtime": c.runtime or o.runtime or "",
         "Memory": o.memory or 0,
-        "MemorySwap": o.memory_swap or 0,
+        "MemorySwap": o.memory_swap
+        if o.memory_swap is not None
+        else (2 * o.memory if o.memory else 0),
         "NanoCpus": int((o.cpus or 0) * 1e9),
         "PidsLimit": o.pids_limit,
         "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in o.ulimits] or None,

@@ -405,3 +405,36 @@ def test_each_runtime_runs_stops_and_cleans_up(busybox_env, runtime):
         assert limit.read_text().strip() == str(32 * 1024 * 1024)
     b("rm", "-f", cid, check=True)
     assert _kernel_leftovers(busybox_env, cid) == []
+
+
+def test_attach_to_a_detached_tty_container_and_detach_with_ctrl_p_ctrl_q(busybox_env):
+    import pty
+    import select
+
+    from tests.conftest import BERTH, REPO
+
+    b = busybox_env.berth
+    b("run", "-dit", "--name", "shell", "busybox", "sh", check=True)
+    m, s = pty.openpty()
+    proc = subprocess.Popen([*BERTH, "attach", "shell"], stdin=s, stdout=s, stderr=s,
+                            env=busybox_env.env, cwd=str(REPO))  # fmt: skip
+    os.close(s)
+    out = b""
+    try:
+        time.sleep(1.0)
+        os.write(m, b"echo attached-$((40+2))\r")
+        deadline = time.monotonic() + 30
+        while b"attached-42" not in out and time.monotonic() < deadline:
+            if select.select([m], [], [], 0.5)[0]:
+                out += os.read(m, 4096)
+        os.write(m, b"\x10\x11")
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(m)
+    assert b"attached-42" in out
+    assert b("inspect", "-f", "{{.State.Status}}", "shell").stdout.strip() == "running"
+    p = b("attach", "nosuch")
+    assert p.returncode == 125 and "nosuch" in p.stderr
+    b("rm", "-f", "shell", check=True)

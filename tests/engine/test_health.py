@@ -166,7 +166,8 @@ def test_failing_timeout_and_start_period(busybox_env):
         assert h["Log"][-1]["Output"] == "Health check exceeded timeout (300ms)"
         # The timed-out probe was killed inside the container, not just its runtime exec.
         slow_id = eng.get_container("slow").id
-        assert not _probes_left(slow_id, b"60"), "timed-out probe still runs in the container"
+        # (At most the probe in flight now; leaked ones would pile up, 2+ timed out already.)
+        assert len(_probes_left(slow_id, b"60")) <= 1, "timed-out probes still run in the container"
 
         # Within the start period failures are logged but do not count.
         deadline = time.monotonic() + DEADLINE

@@ -201,3 +201,17 @@ def test_anatomy_shows_shared_namespaces(busybox_env):
     busybox_env.berth("stop", "-t", "0", "B")
     p = busybox_env.berth("container", "anatomy", "B")
     assert p.returncode == 125 and "not running" in p.stderr
+
+
+def test_docker_cli_arithmetic_and_units():
+    from engine.containers.stats import bytes_size, cpu_percent, human_size, memory_usage
+
+    assert bytes_size(0) == "0B" and bytes_size(1536 * 1024) == "1.5MiB"
+    assert bytes_size(32 * MiB) == "32MiB" and bytes_size(7.77 * 1024 * MiB) == "7.77GiB"
+    assert human_size(0) == "0B" and human_size(1234) == "1.23kB" and human_size(5e6) == "5MB"
+    cpu = {"cpu_usage": {"total_usage": 0}, "system_cpu_usage": 0, "online_cpus": 2}
+    cur = {"cpu_usage": {"total_usage": 250}, "system_cpu_usage": 1000, "online_cpus": 2}
+    assert cpu_percent({"cpu_stats": cur, "precpu_stats": cpu}) == 50.0
+    assert cpu_percent({"cpu_stats": cpu, "precpu_stats": cpu}) == 0.0
+    assert memory_usage({"usage": 100, "stats": {"total_inactive_file": 30}}) == 70
+    assert memory_usage({"usage": 100, "stats": {"inactive_file": 130}}) == 100
