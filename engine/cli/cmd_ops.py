@@ -185,7 +185,9 @@ def _register(sub) -> None:
     p.add_argument("-a", "--author", default="")
     p.add_argument("-c", "--change", action="append", default=[])
     p.add_argument("-m", "--message", default="")
-    p.add_argument("-p", "--pause", type=_bool, nargs="?", const=True, default=True)
+    # Docker: -p alone, or --pause=false (a bare value after -p would eat CONTAINER).
+    p.add_argument("-p", dest="pause", action="store_true", default=True)
+    p.add_argument("--pause", dest="pause", type=_bool, nargs="?", const=True)
     p.add_argument("container")
     p.add_argument("repository", nargs="?")
     p.set_defaults(func=cmd_commit)

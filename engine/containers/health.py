@@ -43,9 +43,9 @@ ACTOR = "berth-health"
 TICK = 0.25  # how often the runner looks for due probes
 IDLE_EXIT = 10.0  # exit after this long without a running container with a check
 IDLE_EXIT_ENV = "BERTH_HEALTH_IDLE_EXIT"  # tests shorten it (seconds)
-OWNER_CHECK = (
-    5.0  # how often (and how long after start) the runner checks it is still the recorded one
-)
+ERROR_EXIT = 60.0  # give up after this long of failing ticks
+# How often (and how long after its start) the runner checks it is still the recorded one.
+OWNER_CHECK = 5.0
 MAX_LOG = 5
 MAX_OUTPUT = 4096
 DEFAULT_INTERVAL = DEFAULT_TIMEOUT = 30.0
@@ -238,6 +238,7 @@ class _Target:
     state: dict = field(default_factory=dict)
     next_due: float = 0.0
     inflight: bool = False
+    pid_file: Path | None = None  # of the probe in flight
 
 
 @dataclass
@@ -302,8 +303,8 @@ class Runner:
     def _kill_inflight(self) -> None:
         """Probes still running when we stop: end them (inside the container too)."""
         for t in self.targets.values():
-            if t.inflight:
-                kill_tree(_read_pid(self.pid_dir / f"{t.cid}.pid"))
+            if t.inflight and t.pid_file:
+                kill_tree(_read_pid(t.pid_file))
         for proc in list(self.procs):
             try:
                 proc.kill()
@@ -368,14 +369,17 @@ class Runner:
             if not pid_alive(t.pid):
                 continue  # exited: its exit command reconciles the row
             t.inflight = True
+            # Per run and probe: a restarted container's first probe may overlap
+            # the last probe of its previous run.
+            t.pid_file = self.pid_dir / f"{t.cid}-{time.monotonic_ns()}.pid"
             threading.Thread(
                 target=self._probe, args=(t,), name=f"probe-{t.cid[:12]}", daemon=True
             ).start()
 
     def _probe(self, t: _Target) -> None:
-        assert t.rt is not None and t.argv is not None
+        assert t.rt is not None and t.argv is not None and t.pid_file is not None
         timeout = float(t.hc.get("Timeout") or 0) or DEFAULT_TIMEOUT
-        pid_file = self.pid_dir / f"{t.cid}.pid"
+        pid_file = t.pid_file
         start = time.time()
         try:
             code, output = run_probe(t.rt, t.cid, t.argv, timeout, pid_file, self.procs)

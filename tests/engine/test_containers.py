@@ -438,3 +438,26 @@ def test_attach_to_a_detached_tty_container_and_detach_with_ctrl_p_ctrl_q(busybo
     p = b("attach", "nosuch")
     assert p.returncode == 125 and "nosuch" in p.stderr
     b("rm", "-f", "shell", check=True)
+
+
+def test_logs_are_capped_by_max_size_and_survive_exit(busybox_env):
+    b = busybox_env.berth
+    script = "i=0; while [ $i -lt 500 ]; do echo line-$i; i=$((i+1)); done"
+    b("run", "--name", "chatty", "--log-opt", "max-size=2k", "busybox", "sh", "-c", script, check=True)
+    cid = b("inspect", "-f", "{{.Id}}", "chatty").stdout.strip()
+    log = busybox_env.root / "containers" / cid / "userdata" / "ctr.log"
+    assert log.stat().st_size <= 4096
+    lines = b("logs", "chatty").stdout.splitlines()
+    assert lines and lines[-1] == "line-499" and "line-0" not in lines
+    p = b("run", "--rm", "--log-opt", "max-size=big", "busybox", "true")
+    assert p.returncode == 125 and "max-size" in p.stderr
+    b("rm", "chatty", check=True)
+
+
+def test_logs_follow_returns_when_the_container_exits(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "ticker", "busybox", "sh", "-c", "for i in 1 2 3; do echo tick$i; sleep 0.3; done",
+      check=True)  # fmt: skip
+    p = b("logs", "-f", "ticker", timeout=60)
+    assert p.returncode == 0 and p.stdout.split() == ["tick1", "tick2", "tick3"]
+    b("rm", "ticker", check=True)
