@@ -162,6 +162,9 @@ def insert(eng, c: Container) -> None:
                 ) from None
     else:
         raise Conflict("could not pick a free random container name")
+    from engine.containers.lifecycle import crashpoint
+
+    crashpoint("create:inserted")
     p = Paths(eng.config, c.id)
     try:
         for d in (p.upper, p.work, p.merged, p.userdata, p.persist):

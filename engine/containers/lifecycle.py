@@ -32,6 +32,13 @@ from engine.runtime.oci import OCIRuntime, pid_alive, runtime_by_name, select_ru
 AttachHook = Callable[[Path], object]
 
 
+def crashpoint(name: str) -> None:
+    """Fault injection for tests: BERTH_CRASH_AT=<name> makes this process die
+    here with SIGKILL, as `kill -9` of the CLI at that moment would."""
+    if os.environ.get("BERTH_CRASH_AT") == name:
+        os.kill(os.getpid(), _signal.SIGKILL)
+
+
 def _exit_command(eng) -> list[str]:
     exe = Path(sys.executable).with_name("berth")
     base = [str(exe)] if exe.exists() else [sys.executable, "-m", "engine.cli.main"]
@@ -307,8 +314,10 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
             for d in (p.upper, p.work, p.merged, p.userdata, p.persist):
                 d.mkdir(parents=True, exist_ok=True)
             mounts.mount_overlay(lower, p.upper, p.work, p.merged)
+            crashpoint("start:mounted")
             mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
             ns = _namespaces(eng, c, p)
+            crashpoint("start:netns")
             spec = build_bundle(eng, c, p, mount_list, ns)
             p.bundle.mkdir(parents=True, exist_ok=True)
             import json
@@ -336,9 +345,11 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
                 before_start=lambda cpid: _to_monitor_cgroup(eng, cpid),
             )
             conmon_pid = _read_int(p.bundle / "conmon.pid")
+            crashpoint("start:created")
             if attach is not None:
                 attached = attach(p.bundle)
             rt.start(c.id)
+            crashpoint("start:started")
         except BaseException as e:
             try:
                 teardown(eng, c)

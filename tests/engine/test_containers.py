@@ -443,7 +443,18 @@ def test_attach_to_a_detached_tty_container_and_detach_with_ctrl_p_ctrl_q(busybo
 def test_logs_are_capped_by_max_size_and_survive_exit(busybox_env):
     b = busybox_env.berth
     script = "i=0; while [ $i -lt 500 ]; do echo line-$i; i=$((i+1)); done"
-    b("run", "--name", "chatty", "--log-opt", "max-size=2k", "busybox", "sh", "-c", script, check=True)
+    b(
+        "run",
+        "--name",
+        "chatty",
+        "--log-opt",
+        "max-size=2k",
+        "busybox",
+        "sh",
+        "-c",
+        script,
+        check=True,
+    )
     cid = b("inspect", "-f", "{{.Id}}", "chatty").stdout.strip()
     log = busybox_env.root / "containers" / cid / "userdata" / "ctr.log"
     assert log.stat().st_size <= 4096
@@ -461,3 +472,28 @@ def test_logs_follow_returns_when_the_container_exits(busybox_env):
     p = b("logs", "-f", "ticker", timeout=60)
     assert p.returncode == 0 and p.stdout.split() == ["tick1", "tick2", "tick3"]
     b("rm", "ticker", check=True)
+
+
+@pytest.mark.parametrize(
+    "point", ["create:inserted", "start:mounted", "start:netns", "start:created", "start:started"]
+)
+def test_cli_killed_mid_operation_heals(busybox_env, point):
+    """`kill -9` of the CLI at each step: the next command (or system check) heals it."""
+    env = dict(busybox_env.env, BERTH_CRASH_AT=point)
+    from tests.conftest import BERTH, REPO
+
+    p = subprocess.run([*BERTH, "run", "-d", "--name", "crashy", "busybox", "sleep", "300"],
+                       env=env, capture_output=True, text=True, cwd=str(REPO), timeout=60)  # fmt: skip
+    assert p.returncode == -9
+    b = busybox_env.berth
+    cid = b("inspect", "-f", "{{.Id}}", "crashy", check=True).stdout.strip()
+    # The next command heals: start works (and a second start is a no-op).
+    b("start", "crashy", check=True)
+    assert b("inspect", "-f", "{{.State.Status}}", "crashy").stdout.strip() == "running"
+    b("rm", "-f", "crashy", check=True)
+    assert _kernel_leftovers(busybox_env, cid) == []
+    chk = b("system", "check", "--json")
+    leftovers = [
+        f for f in json.loads(chk.stdout) if f.get("obj") and cid[:12] in str(f.get("obj"))
+    ]
+    assert leftovers == [], leftovers
