@@ -52,7 +52,11 @@ def timed(argv: Sequence[str], *, env: dict | None = None, check: bool = True) -
     """Wall time of one command in milliseconds (stdout/stderr discarded unless it fails)."""
     start = time.perf_counter()
     p = subprocess.run(
-        list(argv), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        list(argv),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     ms = (time.perf_counter() - start) * 1000
     if check and p.returncode != 0:
@@ -146,13 +150,17 @@ class Instance:
             if not self.run.exists():
                 break
         self.env = dict(os.environ)
-        self.env.update(BERTH_ROOT=str(self.root), BERTH_RUN=str(self.run), BERTH_PREFIX=self.prefix)
+        self.env.update(
+            BERTH_ROOT=str(self.root), BERTH_RUN=str(self.run), BERTH_PREFIX=self.prefix
+        )
 
     # Commands
     def argv(self, *args: str) -> list[str]:
         return [str(BERTH), *args]
 
-    def berth(self, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
+    def berth(
+        self, *args: str, check: bool = True, timeout: float = 300
+    ) -> subprocess.CompletedProcess:
         p = subprocess.run(
             self.argv(*args),
             env=self.env,
@@ -213,7 +221,9 @@ class Instance:
         return out
 
     def netns(self) -> list[str]:
-        return sorted(p.name for p in NETNS_DIR.glob(f"{self.prefix}-*")) if NETNS_DIR.is_dir() else []
+        return (
+            sorted(p.name for p in NETNS_DIR.glob(f"{self.prefix}-*")) if NETNS_DIR.is_dir() else []
+        )
 
     def mounts(self) -> list[str]:
         return mounts_under(self.root / "containers", self.run)
@@ -263,7 +273,9 @@ class Instance:
 
                 delete_netns(name)
             except Exception:
-                subprocess.run(["ip", "netns", "delete", name], stderr=subprocess.DEVNULL, check=False)
+                subprocess.run(
+                    ["ip", "netns", "delete", name], stderr=subprocess.DEVNULL, check=False
+                )
         self.remove_instance_cgroups()
         shutil.rmtree(self.run, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)

@@ -19,7 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CGROUP_ROOT, cgroup_controllers, processes_with, rmdir_cgroup_tree, umount_all_under
+from _common import (
+    CGROUP_ROOT,
+    cgroup_controllers,
+    processes_with,
+    rmdir_cgroup_tree,
+    umount_all_under,
+)
 
 
 class PeerUnavailable(Exception):
@@ -77,7 +83,15 @@ class BareRuntime(Peer):
         # A unique cgroupsPath per run, as an engine gives each container its own.
         self.cfg["linux"]["cgroupsPath"] = f"/{self.cgroup_parent}/{self.cid(i)}"
         self.cfg_path.write_text(json.dumps(self.cfg))
-        return [self.runtime, "--root", str(self.state), "run", "--bundle", str(self.bundle), self.cid(i)]
+        return [
+            self.runtime,
+            "--root",
+            str(self.state),
+            "run",
+            "--bundle",
+            str(self.bundle),
+            self.cid(i),
+        ]
 
     def probe(self) -> str:
         """One run outside the measurements: '' when it works, else the runtime's error."""
@@ -119,7 +133,11 @@ def _new_cgroup_dirs(before: set[str], names: tuple[str, ...]) -> None:
 
 
 def top_cgroups() -> set[str]:
-    return {p.name for p in (CGROUP_ROOT / "cpu").iterdir() if p.is_dir()} if (CGROUP_ROOT / "cpu").is_dir() else set()
+    return (
+        {p.name for p in (CGROUP_ROOT / "cpu").iterdir() if p.is_dir()}
+        if (CGROUP_ROOT / "cpu").is_dir()
+        else set()
+    )
 
 
 class Podman(Peer):
@@ -156,7 +174,12 @@ class Podman(Peer):
         ]
         self.name = f"podman run ({runtime})"
         self.image = "localhost/berth-bench-busybox:latest"
-        p = subprocess.run([*self.base, "import", str(tar), self.image], env=self.env, capture_output=True, text=True)
+        p = subprocess.run(
+            [*self.base, "import", str(tar), self.image],
+            env=self.env,
+            capture_output=True,
+            text=True,
+        )
         if p.returncode != 0:
             self.close()
             raise PeerUnavailable(f"podman import failed: {p.stderr.strip()}")
@@ -173,7 +196,9 @@ class Podman(Peer):
     def close(self) -> None:
         for args in (["rm", "-af"], ["rmi", "-af"]):
             subprocess.run([*self.base, *args], env=self.env, capture_output=True, check=False)
-        subprocess.run([*self.base, "system", "reset", "-f"], env=self.env, capture_output=True, check=False)
+        subprocess.run(
+            [*self.base, "system", "reset", "-f"], env=self.env, capture_output=True, check=False
+        )
         umount_all_under(self.tmp, self.run)
         shutil.rmtree(self.run, ignore_errors=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -237,7 +262,9 @@ class Docker(Peer):
                 self.close()
                 raise PeerUnavailable(f"dockerd did not come up (log: {self.tmp / 'dockerd.log'})")
             time.sleep(0.2)
-        p = subprocess.run([client, "import", str(tar), self.image], env=self.env, capture_output=True, text=True)
+        p = subprocess.run(
+            [client, "import", str(tar), self.image], env=self.env, capture_output=True, text=True
+        )
         if p.returncode != 0:
             self.close()
             raise PeerUnavailable(f"docker import failed: {p.stderr.strip()}")
@@ -247,7 +274,9 @@ class Docker(Peer):
 
     def close(self) -> None:
         if self.proc.poll() is None:
-            subprocess.run([*self.base, "rm", "-f", "-v", *self._ids()], env=self.env, capture_output=True)
+            subprocess.run(
+                [*self.base, "rm", "-f", "-v", *self._ids()], env=self.env, capture_output=True
+            )
             self.proc.send_signal(signal.SIGTERM)  # by PID: only the daemon we started
             try:
                 self.proc.wait(30)
@@ -280,10 +309,19 @@ def install_peers() -> None:
         policy.chmod(0o755)
     try:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        missing = [p for p, exe in (("podman", "podman"), ("docker.io", "dockerd")) if not shutil.which(exe)]
+        missing = [
+            p
+            for p, exe in (("podman", "podman"), ("docker.io", "dockerd"))
+            if not shutil.which(exe)
+        ]
         if missing:
             print(f"installing {' '.join(missing)} ...", flush=True)
-            subprocess.run(["apt-get", "install", "-y", "-q", *missing], env=env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run(
+                ["apt-get", "install", "-y", "-q", *missing],
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
     finally:
         if ours:
             policy.unlink()
