@@ -271,10 +271,13 @@ def cmd_run(args) -> int:
         # Docker's codes: 126 not executable, 127 not found.
         low = msg.lower()
         print(f"Error: {msg}", file=sys.stderr)
-        if "no such file" in low or "not found" in low or "executable file not found" in low:
-            return 127
-        if "permission denied" in low:
-            return 126
+        # Only the runtime's own words for exec failures map to 126/127;
+        # anything else (bad image, host not ready...) is Berth's error: 125.
+        if "create failed" in low:
+            if "executable file not found" in low or "no such file or directory" in low:
+                return 127
+            if "permission denied" in low or "is a directory" in low:
+                return 126
         return 125
     return code
 

@@ -19,7 +19,8 @@ applied as Docker applies them when its daemon starts:
 
 When the boot id is the same (Berth's services restarted, not the host), the
 rows are reconciled with the kernel (a dead pid gets the usual exit handling,
-restart policy included) and the helpers that should run are restarted.
+restart policy included), restarts that were interrupted are done, and the
+helpers that should run are restarted.
 """
 
 from __future__ import annotations
@@ -76,8 +77,13 @@ def boot(eng) -> dict:
                 elif not pid_alive(c.pid):
                     eng.get_container(c.id)  # the usual exit handling, restart policy included
                     report["reconciled"].append(c.name)
-            elif report["reboot"] and c.state == "exited" and _should_restart(c):
-                restart.append(c)  # an `always` container stopped before the reboot, say
+            elif c.state == "exited" and _should_restart(c):
+                # After a reboot: e.g. an `always` container the user had stopped.
+                # Same boot: a restart its exit command never finished (killed in
+                # the back-off sleep); if it is still sleeping, it finds the
+                # container running and does nothing.
+                if report["reboot"] or not c.user_stopped:
+                    restart.append(c)
 
         for c in restart:
             try:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine import helpers
-from engine.containers import health, records
+from engine.containers import health, lifecycle, records
 from engine.containers.records import Paths
 from engine.events import since
 from engine.runtime.oci import pid_alive
@@ -133,14 +133,31 @@ def test_same_boot_reconciles_and_restarts_helpers(busybox_env, monkeypatch):
         env.berth("run", "-d", "--name", "hc", "--health-cmd", "true", "--health-interval", "500ms",
                   "busybox", "sleep", "300", check=True)  # fmt: skip
         env.berth("run", "-d", "--name", "lost", "busybox", "sleep", "300", check=True)
+        env.berth(
+            "run",
+            "-d",
+            "--name",
+            "again",
+            "--restart",
+            "always",
+            "busybox",
+            "sleep",
+            "300",
+            check=True,
+        )
         lost = records.load(eng.db, "lost")
         assert helpers.stop(eng, health.NAME)  # Berth's services went away...
         _kill_hard(eng, "lost")  # ...and a monitor died without calling back
+        # An exit command that recorded the exit but died before restarting.
+        _kill_hard(eng, "again")
+        lifecycle.cleanup(eng, records.load(eng.db, "again").id, restart_ok=False)
+        assert records.load(eng.db, "again").state == "exited"
 
         report = boot(eng)
 
         assert report["reboot"] is False
-        assert report["reconciled"] == ["lost"] and report["started"] == []
+        assert report["reconciled"] == ["lost"] and report["started"] == ["again"]
+        assert records.load(eng.db, "again").state == "running"
         assert report["helpers"] == [health.NAME]
         assert helpers.running(eng, health.NAME) is not None
         c = records.load(eng.db, "lost")
