@@ -87,6 +87,9 @@ def _teardown_env(e: EngineEnv) -> None:
                     eng.remove_container(c.id, force=True)
                 except Exception:
                     pass
+            from engine import helpers
+
+            helpers.stop_all(eng)
         except Exception:
             pass
     _remove_instance_cgroups(e.prefix)
@@ -176,6 +179,10 @@ def _leaks() -> list[str]:
             continue
         if cmd and cmd[0].endswith(b"conmon") and any(r.encode() in a for a in cmd for r in roots):
             found.append(f"conmon pid {pid}")
+        if b"engine.containers.health" in cmd and any(
+            r.encode() in a for a in cmd for r in SESSION_ROOTS
+        ):
+            found.append(f"health runner pid {pid}")
     for p in prefixes:
         if Path(f"/run/{p}").exists():
             found.append(f"run dir /run/{p}")

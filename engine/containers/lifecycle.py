@@ -386,8 +386,10 @@ def _ensure_health_runner(eng) -> None:
         from engine.containers import health
 
         health.ensure_runner(eng)
-    except ImportError:
-        pass
+    except (ImportError, EngineError) as e:
+        # The container is running; a health runner that failed to start must
+        # not turn that into an error. `system boot` retries it.
+        print(f"warning: health-check runner not started: {e}", file=sys.stderr)
 
 
 def _to_monitor_cgroup(eng, pid: int) -> None:
