@@ -340,7 +340,8 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
                     terminal=c.opts.tty,
                     stdin=c.opts.interactive,
                     leave_stdin_open=attach is None,
-                    exit_command=_exit_command(eng),
+                    exit_command=[*_exit_command(eng), c.id],
+                    engine_env=eng.config.env(),
                 ),
                 before_start=lambda cpid: _to_monitor_cgroup(eng, cpid),
             )

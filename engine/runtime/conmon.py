@@ -40,6 +40,9 @@ class ConmonArgs:
     # exec sessions
     exec_spec: Path | None = None
     exec_id: str = ""
+    # The engine's own settings (EngineConfig.env()): the exit command must act
+    # on the same instance even when the caller built its config in code.
+    engine_env: dict = field(default_factory=dict)
 
 
 def _argv(a: ConmonArgs) -> list[str]:
@@ -94,6 +97,7 @@ def spawn(a: ConmonArgs, *, before_start=None, timeout: float = 60) -> int:
     for k, v in os.environ.items():
         if k.startswith("BERTH_"):
             env[k] = v
+    env.update(a.engine_env)
     try:
         proc = subprocess.Popen(
             _argv(a),

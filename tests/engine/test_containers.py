@@ -497,3 +497,25 @@ def test_cli_killed_mid_operation_heals(busybox_env, point):
         f for f in json.loads(chk.stdout) if f.get("obj") and cid[:12] in str(f.get("obj"))
     ]
     assert leftovers == [], leftovers
+
+
+def test_exit_command_acts_on_the_callers_instance_without_env(eng_env, monkeypatch):
+    """An engine configured in code (as the dashboard does) gets its exits handled."""
+    for k in ("BERTH_ROOT", "BERTH_RUN", "BERTH_PREFIX"):
+        monkeypatch.delenv(k, raising=False)
+    from engine.containers.options import CreateOptions
+
+    eng = eng_env.engine()
+    eng.bootstrap_image("busybox", None)
+    c = eng.create_container(CreateOptions(image="busybox", command=["true"]))
+    eng.start_container(c.id)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        # Read the row directly: get_container would reconcile by itself.
+        row = eng.db.one("SELECT state FROM containers WHERE id=?", (c.id,))
+        if row["state"] == "exited" and not _kernel_leftovers(eng_env, c.id):
+            break
+        time.sleep(0.1)
+    assert row["state"] == "exited"
+    assert _kernel_leftovers(eng_env, c.id) == []
+    eng.remove_container(c.id)
