@@ -1,0 +1,1 @@
+"""Networks: store and IPAM, links (bridges, veths), nftables rules."""

@@ -1,0 +1,142 @@
+"""Bridges and veth pairs, through pyroute2's per-namespace netlink sockets.
+
+Everything happens in the engine's "host" network namespace (the real host,
+or a named netns when EngineConfig.host_netns is set) and in the container's
+own namespace; we never setns() in our own process (DESIGN.md). Every
+function tolerates "already done" so a retried or interrupted start heals.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+
+from engine.errors import EngineError
+
+
+@contextmanager
+def _ipr(netns: str = ""):
+    from pyroute2 import IPRoute
+
+    ipr = IPRoute(netns=netns) if netns else IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr, name: str) -> int | None:
+    idx = ipr.link_lookup(ifname=name)
+    return idx[0] if idx else None
+
+
+def link_exists(host_netns: str, name: str) -> bool:
+    with _ipr(host_netns) as ipr:
+        return _index(ipr, name) is not None
+
+
+def host_ifname(prefix: str, container_id: str, network_id: str) -> str:
+    """A stable, unique name <= 15 chars for the host end of a veth."""
+    h = hashlib.sha256(f"{container_id}:{network_id}".encode()).hexdigest()
+    return f"{prefix}{h[: 15 - len(prefix) - 1]}"[:14] + "v"
+
+
+def ensure_bridge(host_netns: str, name: str, gateway: str, prefixlen: int, mtu: int = 0) -> bool:
+    """Create the bridge with the gateway address and bring it up; True if created."""
+    created = False
+    with _ipr(host_netns) as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            try:
+                ipr.link("add", ifname=name, kind="bridge")
+            except Exception as e:  # NetlinkError: EEXIST on a race is fine
+                if "exist" not in str(e).lower():
+                    raise EngineError(f"cannot create bridge {name}: {e}") from None
+            idx = _index(ipr, name)
+            created = True
+        if mtu:
+            ipr.link("set", index=idx, mtu=mtu)
+        have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}
+        if gateway and gateway not in have:
+            ipr.addr("add", index=idx, address=gateway, prefixlen=prefixlen)
+        ipr.link("set", index=idx, state="up")
+    return created
+
+
+def delete_link(host_netns: str, name: str) -> bool:
+    """Delete a link (bridge or veth end); False if it was not there."""
+    with _ipr(host_netns) as ipr:
+        idx = _index(ipr, name)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except Exception as e:
+            if "no such" not in str(e).lower():
+                raise EngineError(f"cannot delete link {name}: {e}") from None
+        return True
+
+
+def attach_veth(
+    host_netns: str,
+    bridge: str,
+    host_if: str,
+    container_netns: str,
+    ifname: str,
+    ip: str,
+    prefixlen: int,
+    gateway: str,
+    mac: str,
+    mtu: int = 0,
+    default_route: bool = True,
+) -> None:
+    """One veth pair: host end on the bridge, the other end as ``ifname`` in the container."""
+    peer_tmp = host_if[:-1] + "p"
+    with _ipr(host_netns) as ipr:
+        for stale in (host_if, peer_tmp):
+            idx = _index(ipr, stale)
+            if idx is not None:
+                ipr.link("del", index=idx)
+        try:
+            ipr.link("add", ifname=host_if, kind="veth", peer=peer_tmp)
+        except Exception as e:
+            raise EngineError(f"cannot create veth {host_if}: {e}") from None
+        try:
+            hidx = _index(ipr, host_if)
+            pidx = _index(ipr, peer_tmp)
+            br = _index(ipr, bridge)
+            if br is None:
+                raise EngineError(f"bridge {bridge} does not exist")
+            if mtu:
+                ipr.link("set", index=hidx, mtu=mtu)
+                ipr.link("set", index=pidx, mtu=mtu)
+            ipr.link("set", index=hidx, master=br)
+            ipr.link("set", index=hidx, state="up")
+            ipr.link("set", index=pidx, net_ns_fd=container_netns)
+        except BaseException:
+            idx = _index(ipr, host_if)
+            if idx is not None:
+                ipr.link("del", index=idx)
+            raise
+    with _ipr(container_netns) as nsr:
+        idx = _index(nsr, peer_tmp)
+        if idx is None:
+            raise EngineError(f"veth peer {peer_tmp} did not arrive in {container_netns}")
+        nsr.link("set", index=idx, ifname=ifname)
+        if mac:
+            nsr.link("set", index=idx, address=mac)
+        nsr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        nsr.link("set", index=idx, state="up")
+        if default_route and gateway:
+            try:
+                nsr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            except Exception as e:
+                if "exist" not in str(e).lower():
+                    raise EngineError(f"cannot add default route via {gateway}: {e}") from None
+
+
+def detach_in_container(container_netns: str, ifname: str) -> None:
+    with _ipr(container_netns) as nsr:
+        idx = _index(nsr, ifname)
+        if idx is not None:
+            nsr.link("del", index=idx)
