@@ -22,6 +22,17 @@ MNT_DETACH = 2
 MS_RDONLY = 1
 MS_BIND = 4096
 MS_REC = 16384
+MS_PRIVATE = 1 << 18
+
+
+def make_private(target: str) -> None:
+    """No propagation: the runtime's copy of this mount in the container's mount
+    namespace then stays independent, and unmounting ours later does not wait
+    on (or reach into) the container's namespace while the kernel tears it down."""
+    rc = _libc.mount(b"none", target.encode(), None, MS_PRIVATE, None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise EngineError(f"make {target} private failed: {os.strerror(err)}", errno=err)
 
 
 def mount(source: str, target: str, fstype: str, flags: int = 0, data: str = "") -> None:
@@ -70,6 +81,7 @@ def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> N
     )
     if len(opts) < 4000:
         mount("overlay", str(target), "overlay", 0, opts)
+        make_private(str(target))
         return
     # Too long for one page: use paths relative to the common parent, mounting
     # from a child process that chdir()s there (chdir in our process would race threads).
@@ -87,3 +99,4 @@ def mount_overlay(lower: list[Path], upper: Path, work: Path, target: Path) -> N
     _, status = os.waitpid(pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise EngineError(f"mount overlay on {target} failed ({len(lower)} layers)")
+    make_private(str(target))

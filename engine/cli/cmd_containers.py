@@ -216,6 +216,7 @@ def _attach_and_wait(
         if old:
             termios.tcsetattr(0, termios.TCSADRAIN, old)
         sock.close()
+        lifecycle.join_monitor_moves()
     code = eng.wait_container(c.id) if not c.opts.auto_remove else None
     if c.opts.auto_remove:
         p = Paths(eng.config, c.id)

@@ -1,1 +1,1 @@
-"""Networks: store and IPAM, links (bridges, veths), nftables rules."""
+"""Networks: records and IPAM (store, ipam); the kernel side lives beside them."""
