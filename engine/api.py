@@ -11,6 +11,7 @@ from functools import cached_property
 
 from engine.api_images import ImagesAPI
 from engine.api_maint import MaintAPI
+from engine.api_networks import NetworksAPI
 from engine.api_system import SystemAPI
 from engine.api_volumes import VolumesAPI
 from engine.config import EngineConfig
@@ -19,11 +20,20 @@ from engine.containers.api_ops import ContainerOpsAPI
 from engine.containers.api_stats import ContainerStatsAPI
 from engine.events import append as _append_event
 from engine.events import default_actor
+from engine.network.kernel import NetworkKernelAPI
 from engine.state import StateDB
 
 
 class Engine(
-    ContainersAPI, ContainerOpsAPI, ContainerStatsAPI, ImagesAPI, VolumesAPI, SystemAPI, MaintAPI
+    ContainersAPI,
+    ContainerOpsAPI,
+    ContainerStatsAPI,
+    ImagesAPI,
+    VolumesAPI,
+    SystemAPI,
+    MaintAPI,
+    NetworksAPI,
+    NetworkKernelAPI,
 ):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()

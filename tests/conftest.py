@@ -25,17 +25,21 @@ class EngineEnv:
     root: Path
     run: Path
     prefix: str
+    host_netns: str = ""
 
     @property
     def env(self) -> dict[str, str]:
         e = dict(os.environ)
         e.update(BERTH_ROOT=str(self.root), BERTH_RUN=str(self.run), BERTH_PREFIX=self.prefix)
+        e["BERTH_HOST_NETNS"] = self.host_netns
         return e
 
     def config(self):
         from engine.config import EngineConfig
 
-        return EngineConfig(root=self.root, run=self.run, prefix=self.prefix)
+        return EngineConfig(
+            root=self.root, run=self.run, prefix=self.prefix, host_netns=self.host_netns
+        )
 
     def engine(self, actor: str | None = None):
         from engine.api import Engine
@@ -137,6 +141,22 @@ def eng_env(tmp_path):
 
 
 _BUSYBOX_CACHE: dict[str, Path] = {}
+
+
+@pytest.fixture
+def net_env(tmp_path):
+    """An engine (with busybox) whose "host" is a network namespace this test made:
+    bridges, veths, nftables and ip_forward change there, never on the real host."""
+    e = _new_env(tmp_path)
+    e.host_netns = f"{e.prefix}h"
+    subprocess.run(["ip", "netns", "add", e.host_netns], check=True)
+    subprocess.run(["ip", "-n", e.host_netns, "link", "set", "lo", "up"], check=True)
+    try:
+        e.engine().bootstrap_image("busybox", None)
+        yield e
+    finally:
+        _teardown_env(e)
+        subprocess.run(["ip", "netns", "del", e.host_netns], check=False)
 
 
 @pytest.fixture

@@ -55,6 +55,8 @@ def _add_create_flags(p) -> None:
     a("--no-healthcheck", action="store_true")
     a("--log-opt", action="append", default=[])
     a("--network", "--net", default="none")
+    a("--ip", default="")
+    a("--network-alias", "--net-alias", action="append", default=[])
     a("--pid", default="")
     a("--ipc", default="")
     a("--runtime", dest="ctr_runtime", default="")
@@ -149,6 +151,8 @@ def _options(args):
         log_max_size=log_max_size,
         log_max_file=log_max_file,
         network=args.network,
+        ip=args.ip,
+        network_aliases=args.network_alias,
         pid_mode=args.pid,
         ipc_mode=args.ipc,
         runtime=args.ctr_runtime,

@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "engine.cli.cmd_volumes",
     "engine.cli.cmd_system",
     "engine.cli.cmd_maint",
+    "engine.cli.cmd_network",
 )
 
 
@@ -64,6 +65,7 @@ VERB_MODULES = {
     "engine.cli.cmd_images": "images image import load save tag rmi history",
     "engine.cli.cmd_volumes": "volume",
     "engine.cli.cmd_system": "version info events system",
+    "engine.cli.cmd_network": "network",
 }
 # Modules that add subcommands to verbs owned by another module.
 EXTENDS = {

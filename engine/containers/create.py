@@ -89,9 +89,28 @@ def resolve(eng, opts: CreateOptions) -> Container:
                 f"invalid mount config: bind source path does not exist: {m.source}"
             )
     if opts.network not in ("none", "host") and not opts.network.startswith("container:"):
-        raise InvalidArgument(
-            f"network {opts.network!r} not supported yet: use none, host or container:NAME"
-        )
+        rec_net = eng.get_network(opts.network)  # NotFound names it
+        if rec_net.driver != "bridge":
+            raise InvalidArgument(
+                f"network {opts.network}: driver {rec_net.driver} is not supported for containers yet"
+            )
+        if opts.ip and rec_net.name == "bridge":
+            raise InvalidArgument(
+                "user specified IP address is supported on user defined networks only"
+            )
+        if opts.ip:
+            import ipaddress
+
+            try:
+                inside = ipaddress.ip_address(opts.ip) in ipaddress.ip_network(rec_net.subnet)
+            except ValueError:
+                raise InvalidArgument(f"invalid IP address {opts.ip!r}") from None
+            if not inside:
+                raise InvalidArgument(
+                    f"IP address {opts.ip} is not in network {rec_net.name}'s subnet {rec_net.subnet}"
+                )
+    elif opts.ip:
+        raise InvalidArgument(f"--ip needs a user-defined network, not --network {opts.network}")
     for mode, what in ((opts.pid_mode, "--pid"), (opts.ipc_mode, "--ipc")):
         if (
             mode

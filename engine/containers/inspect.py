@@ -187,18 +187,15 @@ def inspect(eng, c: Container) -> dict:
         "Init": o.init,
         "LogConfig": {"Type": "k8s-file", "Config": {"max-size": str(o.log_max_size)}},
     }
+    own_ns = o.network != "host" and not o.network.startswith("container:")
     net_settings = {
-        "SandboxKey": f"/run/netns/{p.netns_name}" if running and o.network == "none" else "",
+        "SandboxKey": f"/run/netns/{p.netns_name}" if running and own_ns else "",
         "Ports": {},
-        "Networks": {
-            o.network.split(":")[0]: {
-                "IPAddress": "",
-                "Gateway": "",
-                "MacAddress": "",
-                "NetworkID": o.network,
-            }
-        },
+        "Networks": _networks(eng, c),
     }
+    primary = next(iter(net_settings["Networks"].values()), {})
+    net_settings.update({k: primary.get(k, "") for k in ("IPAddress", "Gateway", "MacAddress")})
+    net_settings["IPPrefixLen"] = primary.get("IPPrefixLen", 0)
     return {
         "Id": c.id,
         "Created": rfc3339(c.created),
@@ -223,6 +220,38 @@ def inspect(eng, c: Container) -> dict:
         "Config": config,
         "NetworkSettings": net_settings,
     }
+
+
+def _networks(eng, c: Container) -> dict:
+    """Docker's NetworkSettings.Networks, from the endpoint records."""
+    o = c.opts
+    if o.network in ("none", "host") or o.network.startswith("container:"):
+        return {
+            o.network.split(":")[0]: {
+                "IPAddress": "",
+                "Gateway": "",
+                "MacAddress": "",
+                "NetworkID": o.network,
+            }
+        }
+    out = {}
+    from engine.network import store
+
+    for ep in eng.container_endpoints(c.id):
+        rec = store.by_id(eng.db, ep.network_id)
+        if rec is None:
+            continue
+        plen = int(rec.subnet.split("/")[1]) if "/" in rec.subnet else 0
+        out[rec.name] = {
+            "Aliases": list(ep.aliases) or None,
+            "NetworkID": rec.id,
+            "Gateway": rec.gateway,
+            "IPAddress": ep.ip or "",
+            "IPPrefixLen": plen,
+            "MacAddress": ep.mac or "",
+            "DNSNames": [c.name, c.id[:12], *ep.aliases],
+        }
+    return out
 
 
 def ps_row(c: Container) -> dict:

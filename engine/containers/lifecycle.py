@@ -60,11 +60,13 @@ def _etc_files(c: Container, p: Paths) -> list[dict]:
     resolves the mount destination inside the rootfs.
     """
     hostname = c.opts.hostname or c.id[:12]
+    own = [a["ip"] for a in c.extra.get("addresses") or [] if a.get("ip")]
     files = {
         "hostname": hostname + "\n",
         "hosts": (
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            f"127.0.1.1\t{hostname}\n"
+            + "".join(f"{ip}\t{hostname}\n" for ip in own)
+            + ("" if own else f"127.0.1.1\t{hostname}\n")
         ),
     }
     try:
@@ -157,6 +159,9 @@ def _namespaces(eng, c: Container, p: Paths) -> dict[str, str | None]:
 
         delete_netns(p.netns_name)  # a leftover from an interrupted start heals here
         ns["network"] = str(create_netns(p.netns_name))
+        if net != "none":
+            made = eng.container_networks_up(c, p.netns_name)
+            c.extra["addresses"] = made
     joined(c.opts.pid_mode, "pid", "pid")
     joined(c.opts.ipc_mode, "ipc", "ipc")
     return ns
@@ -256,6 +261,11 @@ def teardown(eng, c: Container) -> None:
             )
     if mounts.is_mountpoint(p.merged):
         mounts.umount(str(p.merged))
+    if c.opts.network not in ("none", "host") and not c.opts.network.startswith("container:"):
+        try:
+            eng.container_networks_down(c)
+        except EngineError:
+            pass
     if os.path.lexists(f"/run/netns/{p.netns_name}"):
         from engine.netns import delete_netns
 
@@ -328,9 +338,9 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
                 d.mkdir(parents=True, exist_ok=True)
             mounts.mount_overlay(lower, p.upper, p.work, p.merged)
             crashpoint("start:mounted")
-            mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
             ns = _namespaces(eng, c, p)
             crashpoint("start:netns")
+            mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
             spec = build_bundle(eng, c, p, mount_list, ns)
             p.bundle.mkdir(parents=True, exist_ok=True)
             import json

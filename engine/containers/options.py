@@ -77,6 +77,8 @@ class CreateOptions:
     log_max_size: int = 10 * 1024 * 1024
     log_max_file: int = 1
     network: str = "none"
+    ip: str = ""  # --ip: a static address on the container's network
+    network_aliases: list[str] = field(default_factory=list)
     pid_mode: str = ""
     ipc_mode: str = ""
     runtime: str = ""

@@ -39,6 +39,7 @@ def remove(
                 p.exit_file.unlink()
             except FileNotFoundError:
                 pass
+        eng.release_container_addresses(c.id)
         with eng.db.write() as db:
             db.execute("DELETE FROM containers WHERE id=?", (c.id,))
     try:

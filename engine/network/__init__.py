@@ -1,1 +1,1 @@
-"""Networks: records and IPAM (store, ipam); the kernel side lives beside them."""
+"""Networks: store and IPAM, links (bridges, veths), nftables rules."""

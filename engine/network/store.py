@@ -15,6 +15,7 @@ Lookups follow Docker's order: full ID, then exact name, then a unique ID prefix
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,7 +40,7 @@ CREATE TABLE IF NOT EXISTS networks (
 CREATE TABLE IF NOT EXISTS endpoints (
     network_id TEXT NOT NULL,
     container_id TEXT NOT NULL,
-    ip TEXT NOT NULL,               -- '' on networks without addresses (host, none)
+    ip TEXT,                        -- NULL on networks without addresses (host, none)
     mac TEXT NOT NULL DEFAULT '',
     ifname TEXT NOT NULL DEFAULT '',       -- inside the container: eth0, eth1, ...
     host_ifname TEXT NOT NULL DEFAULT '',  -- host end of the veth ('' if none)
@@ -53,12 +54,19 @@ CREATE INDEX IF NOT EXISTS endpoints_by_container ON endpoints(container_id);
 # Networks every engine has, as on Docker; they can be neither created nor removed.
 PREDEFINED = ("bridge", "host", "none")
 
-_ready: set[str] = set()
+_ready: set[tuple[str, int]] = set()
 
 
 def ensure_schema(db: StateDB) -> None:
-    """Create the tables once per database path per process (cheap after that)."""
-    key = str(db.path)
+    """Create the tables once per database file per process (a stat after that).
+
+    Keyed by inode too, so a database deleted and made again at the same path (tests)
+    gets its tables. Never call it inside a write transaction: executescript commits.
+    """
+    try:
+        key = (str(db.path), os.stat(db.path).st_ino)
+    except OSError:
+        key = (str(db.path), 0)
     if key in _ready:
         return
     db.conn.executescript(SCHEMA)
@@ -129,7 +137,7 @@ def endpoint_from_row(row: sqlite3.Row) -> Endpoint:
     return Endpoint(
         network_id=row["network_id"],
         container_id=row["container_id"],
-        ip=row["ip"],
+        ip=row["ip"] or "",
         mac=row["mac"],
         ifname=row["ifname"],
         host_ifname=row["host_ifname"],
@@ -210,8 +218,10 @@ def lookup(db: StateDB, ref: str) -> NetworkRecord:
 
 def endpoints_of_network(db: StateDB, network_id: str) -> list[Endpoint]:
     ensure_schema(db)
-    rows = db.query("SELECT * FROM endpoints WHERE network_id=? ORDER BY ip", (network_id,))
-    return [endpoint_from_row(r) for r in rows]
+    rows = db.query("SELECT * FROM endpoints WHERE network_id=?", (network_id,))
+    eps = [endpoint_from_row(r) for r in rows]
+    # Numeric order of addresses ("10.0.0.9" before "10.0.0.10"), address-less last.
+    return sorted(eps, key=lambda e: tuple(int(x) for x in e.ip.split(".")) if e.ip else (999,))
 
 
 def endpoints_of_container(db: StateDB, container_id: str) -> list[Endpoint]:

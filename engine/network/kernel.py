@@ -1,0 +1,150 @@
+"""NetworkKernelAPI: the kernel side of networks — bridges, veths, nftables,
+ip_forward — as the hooks that NetworksAPI calls, plus what container start
+and teardown need. Everything acts in the engine's "host" namespace
+(EngineConfig.host_netns, "" for the real host).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from engine.errors import EngineError, InvalidArgument
+from engine.locks import file_lock
+
+
+def _bridge_specs(eng):
+    from engine.network import nft, store
+
+    specs = []
+    for n in store.all_networks(eng.db):
+        if n.driver == "bridge" and n.bridge and n.subnet:
+            specs.append(
+                nft.NetSpec(name=n.name, bridge=n.bridge, subnet=n.subnet, internal=n.internal)
+            )
+    return specs
+
+
+class NetworkKernelAPI:
+    def _netlock(self):
+        return file_lock(self.config.locks_dir / "network-kernel.lock")
+
+    def sync_firewall(self) -> dict:
+        """Rebuild the instance's nftables table from the networks we have (atomic)."""
+        from engine.network import nft
+
+        with self._netlock():
+            ch = nft.sync(self.config.host_netns, self.config.prefix, _bridge_specs(self), [])
+        return ch.to_dict()
+
+    # -- NetworksAPI hooks --------------------------------------------------------------
+    def _network_setup_hook(self, rec) -> None:
+        if rec.driver != "bridge":
+            return  # macvlan/ipvlan links: not implemented yet (the record is kept)
+        from engine.network import links, sysctl
+
+        net = ipaddress.ip_network(rec.subnet)
+        links.ensure_bridge(self.config.host_netns, rec.bridge, rec.gateway, net.prefixlen, rec.mtu)
+        changes = self.sync_firewall()
+        fwd = False if rec.internal else sysctl.ensure_ip_forward(self.config.host_netns)
+        self.emit("network", "host_changes", rec.id, name=rec.name, bridge=rec.bridge,
+                  address=f"{rec.gateway}/{net.prefixlen}", ip_forward_enabled=str(fwd),
+                  rules_added=str(len(changes.get("added", []))))  # fmt: skip
+
+    def _network_teardown_hook(self, rec) -> None:
+        if rec.driver != "bridge" or not rec.bridge:
+            return
+        from engine.network import links, nft
+
+        removed = links.delete_link(self.config.host_netns, rec.bridge)
+        with self._netlock():
+            specs = [s for s in _bridge_specs(self) if s.bridge != rec.bridge]
+            if specs:
+                nft.sync(self.config.host_netns, self.config.prefix, specs, [])
+            else:
+                nft.teardown(self.config.host_netns, self.config.prefix)
+        self.emit("network", "host_changes", rec.id, name=rec.name, bridge_removed=str(removed))
+
+    def _endpoint_attach_hook(self, rec, ep, container) -> None:
+        from engine.containers.records import Paths
+
+        self.attach_endpoint(rec, ep, Paths(self.config, container.id).netns_name, primary=False)
+
+    def _endpoint_detach_hook(self, rec, ep, container) -> None:
+        from engine.containers.records import Paths
+        from engine.network import links
+
+        if ep.host_ifname:
+            links.delete_link(self.config.host_netns, ep.host_ifname)
+        else:
+            links.detach_in_container(Paths(self.config, container.id).netns_name, ep.ifname)
+
+    # -- container start / teardown --------------------------------------------------------
+    def attach_endpoint(self, rec, ep, netns_name: str, primary: bool = True) -> None:
+        from engine.network import links
+
+        if rec.driver != "bridge":
+            raise InvalidArgument(
+                f"network {rec.name}: driver {rec.driver} is not supported for containers yet"
+            )
+        net = ipaddress.ip_network(rec.subnet)
+        # The bridge may be gone (host reboot, someone deleted it): heal it.
+        links.ensure_bridge(self.config.host_netns, rec.bridge, rec.gateway, net.prefixlen, rec.mtu)
+        links.attach_veth(
+            self.config.host_netns,
+            rec.bridge,
+            ep.host_ifname,
+            netns_name,
+            ep.ifname,
+            ep.ip,
+            net.prefixlen,
+            rec.gateway,
+            ep.mac,
+            rec.mtu,
+            default_route=primary and not rec.internal,
+        )
+
+    def container_networks_up(self, c, netns_name: str) -> list[dict]:
+        """Allocate (once) and plumb the container's endpoints; returns what was made."""
+        from engine.network import ipam, store
+
+        made = []
+        net_name = c.opts.network
+        rec = self.get_network(net_name) if hasattr(self, "get_network") else None
+        if rec is None:
+            raise EngineError(f"network {net_name} not found")
+        if store.endpoint(self.db, rec.id, c.id) is None:
+            ipam.allocate(self.db, rec, c.id, requested_ip=c.opts.ip or None,
+                          aliases=c.opts.network_aliases, prefix=self.config.prefix)  # fmt: skip
+        eps = self.container_endpoints(c.id)
+        first = True
+        for ep in eps:
+            nrec = store.by_id(self.db, ep.network_id)
+            if nrec is None or nrec.driver != "bridge":
+                continue
+            self.attach_endpoint(nrec, ep, netns_name, primary=first)
+            first = False
+            made.append({"network": nrec.name, "ip": ep.ip, "mac": ep.mac, "ifname": ep.ifname,
+                         "host_ifname": ep.host_ifname, "bridge": nrec.bridge})  # fmt: skip
+        return made
+
+    def container_networks_down(self, c) -> None:
+        """Remove the host ends of the container's veths (addresses stay reserved)."""
+        from engine.network import links, store
+
+        try:
+            eps = store.endpoints_of_container(self.db, c.id)
+        except Exception:
+            return
+        for ep in eps:
+            if ep.host_ifname:
+                links.delete_link(self.config.host_netns, ep.host_ifname)
+
+    def release_container_addresses(self, cid: str) -> None:
+        from engine.network import ipam, store
+
+        try:
+            eps = store.endpoints_of_container(self.db, cid)
+        except Exception:
+            return
+        for ep in eps:
+            ipam.release(self.db, ep.network_id, cid)

@@ -1,0 +1,174 @@
+"""Bridge networks end to end: real bridges, veths, nftables and containers, all
+inside a network namespace the test made as the engine's "host"."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+
+def _ip(env, *args: str) -> str:
+    return subprocess.run(
+        ["ip", "-n", env.host_netns, *args], capture_output=True, text=True
+    ).stdout
+
+
+def _ipaddr(b, name: str) -> str:
+    return b("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name, check=True).stdout.strip()
+
+
+def test_containers_on_a_user_network_reach_each_other(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.77.0.0/24", "app", check=True)
+    b("run", "-d", "--name", "a", "--network", "app", "busybox", "sleep", "300", check=True)
+    b(
+        "run",
+        "-d",
+        "--name",
+        "b",
+        "--network",
+        "app",
+        "--ip",
+        "10.77.0.50",
+        "busybox",
+        "sleep",
+        "300",
+        check=True,
+    )
+    ip_a, ip_b = _ipaddr(b, "a"), _ipaddr(b, "b")
+    assert ip_a.startswith("10.77.0.") and ip_b == "10.77.0.50"
+    # What the kernel says inside the container, not our records.
+    addr = b("exec", "a", "ip", "-o", "-4", "addr", "show", "eth0", check=True).stdout
+    assert f"{ip_a}/24" in addr
+    assert "default via 10.77.0.1" in b("exec", "a", "ip", "route", check=True).stdout
+    assert b("exec", "a", "ping", "-c1", "-W2", ip_b).returncode == 0
+    # The host end of each veth sits on the network's bridge in the engine's host netns.
+    net = json.loads(b("network", "inspect", "app", check=True).stdout)[0]
+    bridge = net["Options"].get("com.docker.network.bridge.name") or ""
+    links = _ip(net_env, "-o", "link", "show")
+    veths = [ln for ln in links.splitlines() if "master" in ln and f"{net_env.prefix}v" in ln]
+    assert len(veths) == 2
+    assert {c["Name"] for c in net["Containers"].values()} == {"a", "b"}
+    assert bridge == "" or bridge in links
+    hosts = b("exec", "a", "cat", "/etc/hosts", check=True).stdout
+    assert ip_a in hosts
+    b("rm", "-f", "a", "b", check=True)
+    assert f"{net_env.prefix}v" not in _ip(net_env, "-o", "link", "show")
+    b("network", "rm", "app", check=True)
+
+
+def test_networks_are_isolated_and_internal_has_no_way_out(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.78.1.0/24", "n1", check=True)
+    b("network", "create", "--subnet", "10.78.2.0/24", "n2", check=True)
+    b("network", "create", "--internal", "--subnet", "10.78.3.0/24", "inner", check=True)
+    b("run", "-d", "--name", "x1", "--network", "n1", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "y1", "--network", "n1", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "x2", "--network", "n2", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "i1", "--network", "inner", "busybox", "sleep", "300", check=True)
+    assert b("exec", "x1", "ping", "-c1", "-W2", _ipaddr(b, "y1")).returncode == 0
+    assert b("exec", "x1", "ping", "-c1", "-W2", _ipaddr(b, "x2")).returncode != 0
+    assert "default" not in b("exec", "i1", "ip", "route", check=True).stdout
+    assert b("exec", "i1", "ping", "-c1", "-W2", _ipaddr(b, "x1")).returncode != 0
+    rules = subprocess.run(["ip", "netns", "exec", net_env.host_netns, "nft", "list", "table", "inet", net_env.prefix],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert "masquerade" in rules and "10.78.1.0/24" in rules
+    b("rm", "-f", "x1", "y1", "x2", "i1", check=True)
+    b("network", "rm", "n1", "n2", "inner", check=True)
+
+
+def test_outbound_nat_reaches_an_outside_namespace(net_env):
+    """The container talks to a namespace outside the engine's host; it sees the host's address."""
+    out_ns = f"{net_env.prefix}o"
+    sh = lambda *a: subprocess.run(list(a), check=True, capture_output=True)  # noqa: E731
+    sh("ip", "netns", "add", out_ns)
+    try:
+        sh(
+            "ip",
+            "-n",
+            net_env.host_netns,
+            "link",
+            "add",
+            "upl0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "wan0",
+            "netns",
+            out_ns,
+        )
+        sh("ip", "-n", net_env.host_netns, "addr", "add", "10.98.0.1/24", "dev", "upl0")
+        sh("ip", "-n", net_env.host_netns, "link", "set", "upl0", "up")
+        sh("ip", "-n", out_ns, "addr", "add", "10.98.0.2/24", "dev", "wan0")
+        sh("ip", "-n", out_ns, "link", "set", "wan0", "up")
+        sh("ip", "-n", out_ns, "link", "set", "lo", "up")
+        b = net_env.berth
+        b("network", "create", "--subnet", "10.79.0.0/24", "egress", check=True)
+        server = subprocess.Popen(["ip", "netns", "exec", out_ns, "/bin/busybox", "nc", "-l", "-p", "9000"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            p = b("run", "--rm", "--network", "egress", "busybox", "sh", "-c",
+                  "sleep 0.5; echo hello-outside | nc -w 2 10.98.0.2 9000")  # fmt: skip
+            assert p.returncode == 0, p.stderr
+            out, _ = server.communicate(timeout=20)
+            assert b"hello-outside" in out
+        finally:
+            if server.poll() is None:
+                server.kill()
+        fwd = subprocess.run(["ip", "netns", "exec", net_env.host_netns, "cat", "/proc/sys/net/ipv4/ip_forward"],
+                             capture_output=True, text=True).stdout.strip()  # fmt: skip
+        assert fwd == "1"
+        b("network", "rm", "egress", check=True)
+    finally:
+        subprocess.run(["ip", "netns", "del", out_ns], check=False)
+
+
+def test_addresses_are_distinct_under_concurrency_and_released(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.80.0.0/24", "busy", check=True)
+    with ThreadPoolExecutor(10) as ex:
+        res = list(
+            ex.map(
+                lambda i: b("run", "-d", "--network", "busy", "busybox", "sleep", "300"), range(30)
+            )
+        )
+    assert all(r.returncode == 0 for r in res), [r.stderr for r in res if r.returncode]
+    ips = [_ipaddr(b, r.stdout.strip()) for r in res]
+    assert len(set(ips)) == 30 and all(ip.startswith("10.80.0.") for ip in ips)
+    p = b("network", "rm", "busy")
+    assert p.returncode != 0 and "active endpoints" in p.stderr
+    b("rm", "-f", *[r.stdout.strip() for r in res], check=True)
+    net = json.loads(b("network", "inspect", "busy", check=True).stdout)[0]
+    assert net["Containers"] == {}
+    b("network", "rm", "busy", check=True)
+    assert "10.80.0." not in _ip(net_env, "-o", "addr")
+
+
+def test_bad_network_inputs_leave_nothing(net_env):
+    b = net_env.berth
+    p = b("run", "--rm", "--network", "nosuchnet", "busybox", "true")
+    assert p.returncode == 125 and "nosuchnet" in p.stderr
+    b("network", "create", "--subnet", "10.81.0.0/24", "tight", check=True)
+    p = b("run", "--network", "tight", "--ip", "10.99.9.9", "busybox", "true")
+    assert p.returncode == 125 and "10.99.9.9" in p.stderr
+    p = b("network", "create", "--subnet", "10.81.0.0/25", "overlapping")
+    assert p.returncode == 125 and "tight" in p.stderr
+    assert b("ps", "-aq").stdout.strip() == ""
+    assert "overlapping" not in b("network", "ls").stdout
+    b("network", "rm", "tight", check=True)
+
+
+def test_default_bridge_network(net_env):
+    b = net_env.berth
+    b("run", "-d", "--name", "d1", "--network", "bridge", "busybox", "sleep", "300", check=True)
+    ip = _ipaddr(b, "d1")
+    assert ip.startswith("172.17.")
+    assert f"{net_env.prefix}0" in _ip(net_env, "-o", "link", "show")
+    assert "bridge" in b("network", "ls", "--format", "{{.Name}}").stdout.split()
+    b("rm", "-f", "d1", check=True)
