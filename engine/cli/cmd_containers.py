@@ -5,6 +5,7 @@ exit command)."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 
 from engine.cli.main import engine_from
@@ -189,6 +190,11 @@ def _attach_and_wait(
     from engine.containers.records import Paths
 
     state = {}
+    waiter = Paths(eng.config, c.id).exit_file.with_suffix(".waiter")
+    if c.opts.auto_remove:
+        # Tells the exit handler to keep the exit file for us when it removes the container.
+        waiter.parent.mkdir(parents=True, exist_ok=True)
+        waiter.touch()
 
     def hook(bundle):
         s = attach.connect(bundle)
@@ -208,6 +214,7 @@ def _attach_and_wait(
             attach.resize(state["bundle"], *size)
         old = termios.tcgetattr(0)
         ttymod.setraw(0)
+    restore = {} if tty else _proxy_signals(eng, c.id)
     try:
         attach.relay(sock, stdin=in_fd, tty=tty, detach_keys=detach_keys)
     except attach.Detached:
@@ -221,27 +228,46 @@ def _attach_and_wait(
             termios.tcsetattr(0, termios.TCSADRAIN, old)
         sock.close()
         lifecycle.join_monitor_moves()
-    code = eng.wait_container(c.id) if not c.opts.auto_remove else None
-    if c.opts.auto_remove:
-        p = Paths(eng.config, c.id)
+        for sig, handler in restore.items():
+            signal.signal(sig, handler)
+    if not c.opts.auto_remove:
+        return int(eng.wait_container(c.id))
+    p = Paths(eng.config, c.id)
+    code = lifecycle.read_exit_code(p, wait=10.0)
+    # --rm returns only once everything is gone (the exit handler may be doing it too).
+    try:
+        eng.remove_container(c.id, force=True, volumes=True)
+    except Exception:
+        pass
+    for f in (p.exit_file, waiter):
         try:
-            cur = eng.get_container(c.id)
-            lifecycle.wait_pid_exit(cur.pid, None)
-        except Exception:
-            pass
-        code = lifecycle.read_exit_code(p, wait=5.0)
-        # --rm returns only once everything is gone (the exit command may be doing it).
-        try:
-            eng.remove_container(c.id, force=True, volumes=True)
-        except Exception:
-            pass
-        try:
-            p.exit_file.unlink()
+            f.unlink()
         except FileNotFoundError:
             pass
-        if code is None:
-            code = 125
-    return int(code)
+    return 125 if code is None else int(code)
+
+
+def _proxy_signals(eng, cid: str) -> dict:
+    """Forward the signals a user sends the CLI to the container (docker's --sig-proxy)."""
+    from engine.errors import EngineError
+
+    def forward(sig, _frame):
+        try:
+            eng.kill_container(cid, str(sig))
+        except EngineError:
+            pass
+
+    old = {}
+    for sig in (
+        signal.SIGINT,
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
+        old[sig] = signal.signal(sig, forward)
+    return old
 
 
 def _exit_status(code: int) -> int:
@@ -258,10 +284,11 @@ def cmd_run(args) -> int:
     if args.detach:
         try:
             eng.start_container(c.id)
-        except EngineError:
+        except EngineError as e:
             if opts.auto_remove:
                 eng.remove_container(c.id, force=True)
-            raise
+            print(f"Error: {e}", file=sys.stderr)
+            return _start_error_code(e)
         print(c.id)
         return 0
     try:
@@ -272,19 +299,23 @@ def cmd_run(args) -> int:
                 eng.remove_container(c.id, force=True)
             except EngineError:
                 pass
-        msg = str(e)
-        # Docker's codes: 126 not executable, 127 not found.
-        low = msg.lower()
-        print(f"Error: {msg}", file=sys.stderr)
-        # Only the runtime's own words for exec failures map to 126/127;
-        # anything else (bad image, host not ready...) is Berth's error: 125.
-        if "create failed" in low:
-            if "executable file not found" in low or "no such file or directory" in low:
-                return 127
-            if "permission denied" in low or "is a directory" in low:
-                return 126
-        return 125
+        print(f"Error: {e}", file=sys.stderr)
+        return _start_error_code(e)
     return code
+
+
+def _start_error_code(e) -> int:
+    """Docker's codes: 126 not executable, 127 not found. Only the runtime's own
+    words for exec failures map to them; anything else is Berth's error: 125."""
+    low = str(e).lower()
+    if "create failed" in low:
+        if "executable file not found" in low or "no such file or directory" in low:
+            return 127
+        if any(
+            w in low for w in ("permission denied", "is a directory", "operation not permitted")
+        ):
+            return 126
+    return 125
 
 
 def cmd_attach(args) -> int:
@@ -396,7 +427,9 @@ def cmd_ps(args) -> int:
     from engine.cli import gotemplate
 
     eng = engine_from(args)
-    rows = eng.list_containers(all=args.all, filters=args.filter)
+    rows = eng.list_containers(
+        all=args.all or args.last is not None or args.latest, filters=args.filter
+    )
     if args.last is not None:
         rows = rows[: args.last]
     if args.latest:
@@ -471,7 +504,14 @@ def _parse_time(text: str | None) -> float:
 
 def cmd_logs(args) -> int:
     eng = engine_from(args)
-    tail = None if args.tail in ("all", None) else int(args.tail)
+    from engine.errors import InvalidArgument
+
+    try:
+        tail = None if args.tail in ("all", None) else int(args.tail)
+    except ValueError:
+        raise InvalidArgument(
+            f'invalid value for --tail {args.tail!r}: a number or "all"'
+        ) from None
     it = eng.container_logs(
         args.container,
         follow=args.follow,

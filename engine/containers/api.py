@@ -78,7 +78,8 @@ class ContainersAPI:
         c = self.get_container(ref)
         if c.state == "paused":
             raise InvalidState(f"cannot start a paused container {c.name}, try unpause instead")
-        records.update(self.db, c.id, user_stopped=False)
+        # A manual start resets the policy's count and back-off (Docker's ResetRestartManager).
+        records.update(self.db, c.id, user_stopped=False, restart_count=0)
         return lifecycle.start(self, c, attach=attach)
 
     def stop_container(self, ref: str, timeout: float | None = None) -> None:
@@ -89,6 +90,8 @@ class ContainersAPI:
 
     def restart_container(self, ref: str, timeout: float | None = None) -> None:
         c = self.get_container(ref)
+        # Docker turns --rm off for a manual restart: the exit must not remove it.
+        lifecycle._persist_extra(self, c, manual_restart=True)
         lifecycle.stop(self, c, timeout)
         self.start_container(c.id)
         self.emit("container", "restart", c.id, name=c.name)
@@ -115,15 +118,33 @@ class ContainersAPI:
         return remove.remove(self, ref, force=force, volumes=volumes)
 
     def cleanup_container(self, cid: str) -> None:
-        """conmon's exit command lands here."""
-        lifecycle.cleanup(self, cid)
+        """conmon's exit command lands here: the only caller that applies --rm and restarts."""
+        lifecycle.cleanup(self, cid, from_monitor=True)
 
     def wait_container(self, ref: str) -> int:
+        """The exit code of the run that is going on now (or the last one), like
+        `docker wait`: a restart policy starting the next run does not prolong it,
+        and an --rm container that is gone still reports its code (from its die event)."""
+        from engine.errors import NotFound
+        from engine.events import last_seq, since
+
         c = self.get_container(ref)
-        while c.state in records.ACTIVE:
-            lifecycle.wait_pid_exit(c.pid, None)
-            c = self.get_container(c.id)
-        return c.exit_code
+        if c.state not in records.ACTIVE:
+            return c.exit_code
+        seq = last_seq(self.db)
+        lifecycle.wait_pid_exit(c.pid, None)
+        try:
+            self.get_container(c.id)  # records the exit if nobody has yet
+        except NotFound:
+            pass
+        for _ in range(500):
+            for ev in since(self.db, after_seq=seq):
+                if ev.type == "container" and ev.id == c.id and ev.action == "die":
+                    return int(ev.attrs.get("exitCode", 0))
+            import time
+
+            time.sleep(0.01)
+        return self.get_container(c.id).exit_code
 
     def rename_container(self, ref: str, new_name: str) -> None:
         import sqlite3

@@ -30,9 +30,12 @@ def resolve(eng, opts: CreateOptions) -> Container:
     """Merge the image's config with the options (Docker's rules), validating as we go."""
     rec = eng.images.get(opts.image)
     icfg = (rec.config or {}).get("config") or {}
-    if opts.entrypoint is not None:
+    if opts.entrypoint:
         entry = opts.entrypoint
         cmd = opts.command or []  # --entrypoint resets the image's Cmd
+    elif opts.entrypoint is not None:  # --entrypoint "": no entrypoint, the image's Cmd stays
+        entry = []
+        cmd = opts.command if opts.command else (icfg.get("Cmd") or [])
     else:
         entry = icfg.get("Entrypoint") or []
         cmd = opts.command if opts.command else (icfg.get("Cmd") or [])

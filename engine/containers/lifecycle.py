@@ -311,8 +311,12 @@ def _oom_count(eng, cid: str) -> int:
         return 0
 
 
-def start(eng, c: Container, attach: AttachHook | None = None) -> object:
-    """Start a created or exited container. Returns what ``attach`` returned."""
+def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = False) -> object:
+    """Start a created or exited container. Returns what ``attach`` returned.
+
+    ``restart``: a restart-policy start from the exit handler; it gives way if
+    the user stopped or killed the container meanwhile (checked under the lock).
+    """
     p = Paths(eng.config, c.id)
     if len(str(p.bundle / "attach")) > 100:
         raise EngineError(f"run directory {eng.config.run} is too long for conmon's unix sockets")
@@ -320,9 +324,19 @@ def start(eng, c: Container, attach: AttachHook | None = None) -> object:
         c = records.load(eng.db, c.id)
         if c.state in records.ACTIVE and pid_alive(c.pid):
             return None  # Docker: starting a running container is a no-op
+        if restart:
+            if c.user_stopped or c.state != "exited" or c.extra.get("exit_on_next"):
+                return None
+            c.restart_count += 1
+            records.update(eng.db, c.id, restart_count=c.restart_count)
+            eng.emit("container", "restart", c.id, name=c.name)
+        for flag in ("exit_on_next", "manual_restart", "after_exit_pending"):
+            c.extra.pop(flag, None)
         if c.state in records.ACTIVE:
-            _cleanup_locked(eng, c, restart_ok=False)
+            _cleanup_locked(eng, c)
             c = records.load(eng.db, c.id)
+            for flag in ("exit_on_next", "manual_restart", "after_exit_pending"):
+                c.extra.pop(flag, None)
         rt = _runtime(eng, c)
         c.runtime = rt.name
         attached = None
@@ -507,23 +521,66 @@ def read_exit_code(p: Paths, wait: float = 2.0) -> int | None:
         time.sleep(0.002)
 
 
-def cleanup(eng, cid: str, *, restart_ok: bool = True) -> Container | None:
-    """Exit handling (idempotent): record the exit, tear down, apply restart / --rm."""
+def _persist_extra(eng, c: Container, **flags) -> None:
+    c.extra.update(flags)
+    records.update(eng.db, c.id, config=c.config_json())
+
+
+def cleanup(eng, cid: str, *, from_monitor: bool = False) -> Container | None:
+    """Exit handling (idempotent): record the exit and tear down; then, only in
+    conmon's exit command (``from_monitor``), apply --rm and the restart policy.
+
+    Readers (ps, inspect, wait, stop...) that find the process gone record the
+    exit too, but never restart: the policy (with its back-off sleep) belongs to
+    the exit command, once per run ("after_exit_pending"). If the monitor died
+    without running it, a reader starts a detached exit handler instead.
+    """
     p = Paths(eng.config, cid)
+    spawn_handler = False
+    handle = False
     with file_lock(p.lock):
         try:
             c = records.load(eng.db, cid)
         except EngineError:
+            _unlink_quietly(p.lock)
             return None
         if c.state in records.ACTIVE and pid_alive(c.pid):
             return c  # still running: nothing to do
-        if c.state not in records.ACTIVE:
-            return c
-        c = _cleanup_locked(eng, c, restart_ok=restart_ok)
-    return _after_exit(eng, c, restart_ok)
+        if c.state in records.ACTIVE:
+            monitor_alive = bool(c.conmon_pid) and pid_alive(c.conmon_pid)
+            c = _cleanup_locked(eng, c)
+            spawn_handler = not from_monitor and not monitor_alive
+        if from_monitor and c.extra.get("after_exit_pending"):
+            _persist_extra(eng, c, after_exit_pending=False)
+            handle = True
+    if spawn_handler:
+        _spawn_exit_handler(eng, cid)
+    return _after_exit(eng, c) if handle else c
 
 
-def _cleanup_locked(eng, c: Container, restart_ok: bool) -> Container:
+def _unlink_quietly(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _spawn_exit_handler(eng, cid: str) -> None:
+    import subprocess
+
+    env = dict(os.environ)
+    env.update(eng.config.env())
+    subprocess.Popen(
+        [*_exit_command(eng), cid],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _cleanup_locked(eng, c: Container, restart_ok: bool = False) -> Container:
     p = Paths(eng.config, c.id)
     code = read_exit_code(p, wait=1.0 if c.conmon_pid and pid_alive(c.conmon_pid) else 0.05)
     oom = _oom_count(eng, c.id) > 0
@@ -532,6 +589,7 @@ def _cleanup_locked(eng, c: Container, restart_ok: bool) -> Container:
     teardown(eng, c)
     c.state, c.exit_code, c.oom_killed = "exited", code, oom
     c.finished_at = time.time()
+    c.extra["after_exit_pending"] = True
     records.update(
         eng.db,
         c.id,
@@ -541,6 +599,7 @@ def _cleanup_locked(eng, c: Container, restart_ok: bool) -> Container:
         finished_at=c.finished_at,
         pid=0,
         conmon_pid=0,
+        config=c.config_json(),
     )
     attrs = {"name": c.name, "image": c.image_ref, "exitCode": str(code)}
     if oom:
@@ -552,7 +611,7 @@ def _cleanup_locked(eng, c: Container, restart_ok: bool) -> Container:
 def restart_delay(c: Container) -> float | None:
     """Docker's policy and growing back-off; None means do not restart."""
     pol = c.opts.restart
-    if c.user_stopped or pol.name == "no":
+    if c.user_stopped or pol.name == "no" or c.extra.get("exit_on_next"):
         return None
     if pol.name == "on-failure":
         if c.exit_code == 0 or (pol.max_retries and c.restart_count >= pol.max_retries):
@@ -563,21 +622,18 @@ def restart_delay(c: Container) -> float | None:
     return min(0.1 * (2**n), 60.0)
 
 
-def _after_exit(eng, c: Container, restart_ok: bool) -> Container:
-    if c.opts.auto_remove and not (restart_ok and restart_delay(c) is not None):
+def _after_exit(eng, c: Container) -> Container:
+    if c.opts.auto_remove and not c.extra.get("manual_restart"):
         from engine.containers import remove
 
-        remove.remove(eng, c.id, force=True, volumes=True, keep_exit_file=True)
+        # A foreground `run --rm` reads the exit code from the exit file.
+        waiter = Paths(eng.config, c.id).exit_file.with_suffix(".waiter")
+        remove.remove(eng, c.id, force=True, volumes=True, keep_exit_file=waiter.exists())
         return c
-    if restart_ok:
-        delay = restart_delay(c)
-        if delay is not None:
-            time.sleep(delay)
-            c2 = records.load(eng.db, c.id)
-            if c2.state == "exited" and not c2.user_stopped:
-                records.update(eng.db, c.id, restart_count=c2.restart_count + 1)
-                eng.emit("container", "restart", c.id, name=c.name)
-                start(eng, c2)
+    delay = restart_delay(c)
+    if delay is not None:
+        time.sleep(delay)
+        start(eng, c, restart=True)
     return c
 
 
@@ -585,8 +641,10 @@ def stop(eng, c: Container, timeout: float | None = None) -> None:
     """The stop signal, then SIGKILL after the timeout (Docker's default 10 s)."""
     records.update(eng.db, c.id, user_stopped=True)
     if c.state not in records.ACTIVE or not pid_alive(c.pid):
-        cleanup(eng, c.id, restart_ok=False)
-        return
+        c2 = cleanup(eng, c.id)
+        if not c2 or c2.state not in records.ACTIVE or not pid_alive(c2.pid):
+            return
+        c = c2  # a policy restart won the race: stop that run
     rt = _runtime(eng, c)
     if c.state == "paused":
         rt.resume(c.id)
@@ -598,7 +656,7 @@ def stop(eng, c: Container, timeout: float | None = None) -> None:
     if not wait_pid_exit(c.pid, timeout):
         rt.kill(c.id, int(_signal.SIGKILL), all_procs=True)
         wait_pid_exit(c.pid, 10)
-    cleanup(eng, c.id, restart_ok=False)
+    cleanup(eng, c.id)
     eng.emit("container", "stop", c.id, name=c.name, image=c.image_ref)
 
 
@@ -607,8 +665,13 @@ def kill(eng, c: Container, sig: str = "KILL") -> None:
         raise InvalidState(f"cannot kill container {c.name}: container is not running", obj=c.name)
     n = parse_signal(sig)
     rt = _runtime(eng, c)
+    if n == _signal.SIGKILL or n == parse_signal(c.stop_signal or "SIGTERM"):
+        # Docker: a kill with SIGKILL or the stop signal is not restarted by the policy.
+        _persist_extra(eng, c, exit_on_next=True)
     if not rt.kill(c.id, n):
         os.kill(c.pid, n)
+    if c.state == "paused":
+        rt.resume(c.id)  # a frozen task cannot act on the signal
     eng.emit("container", "kill", c.id, name=c.name, signal=str(n))
     if n == _signal.SIGKILL:
         wait_pid_exit(c.pid, 10)

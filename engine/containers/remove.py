@@ -27,6 +27,10 @@ def remove(
         try:
             c = records.load(eng.db, c.id)
         except EngineError:
+            try:
+                p.lock.unlink()
+            except FileNotFoundError:
+                pass
             return c.id  # someone else removed it meanwhile
         if c.state in records.ACTIVE:
             lifecycle._cleanup_locked(eng, c, restart_ok=False)

@@ -150,7 +150,12 @@ def test_same_boot_reconciles_and_restarts_helpers(busybox_env, monkeypatch):
         _kill_hard(eng, "lost")  # ...and a monitor died without calling back
         # An exit command that recorded the exit but died before restarting.
         _kill_hard(eng, "again")
-        lifecycle.cleanup(eng, records.load(eng.db, "again").id, restart_ok=False)
+        again = records.load(eng.db, "again")
+        from engine.containers.records import Paths
+        from engine.locks import file_lock
+
+        with file_lock(Paths(eng.config, again.id).lock):
+            lifecycle._cleanup_locked(eng, again)
         assert records.load(eng.db, "again").state == "exited"
 
         report = boot(eng)

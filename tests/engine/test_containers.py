@@ -519,3 +519,76 @@ def test_exit_command_acts_on_the_callers_instance_without_env(eng_env, monkeypa
     assert row["state"] == "exited"
     assert _kernel_leftovers(eng_env, c.id) == []
     eng.remove_container(c.id)
+
+
+def test_restart_policy_belongs_to_the_exit_handler_not_to_readers(busybox_env):
+    b = busybox_env.berth
+    # Foreground run with a policy: returns the first run's code at once, like Docker.
+    p = b(
+        "run", "--name", "again", "--restart", "always", "busybox", "sh", "-c", "exit 3", timeout=60
+    )
+    assert p.returncode == 3
+    deadline = time.monotonic() + 30
+    while int(b("inspect", "-f", "{{.RestartCount}}", "again").stdout.strip() or 0) < 2:
+        assert time.monotonic() < deadline, "the exit handler never restarted it"
+        time.sleep(0.2)
+    # wait returns one run's code, not forever.
+    assert b("wait", "again", timeout=60).stdout.strip() == "3"
+    b("stop", "-t", "1", "again", check=True)
+    count = b("inspect", "-f", "{{.RestartCount}}", "again").stdout.strip()
+    time.sleep(1.5)
+    assert b("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "again").stdout.split() == [
+        "exited",
+        count,
+    ]
+    b("rm", "again", check=True)
+
+
+def test_kill_is_not_undone_by_the_restart_policy(busybox_env):
+    b = busybox_env.berth
+    b("run", "-d", "--name", "k", "--restart", "always", "busybox", "sleep", "300", check=True)
+    b("kill", "k", check=True)
+    time.sleep(1.5)
+    assert b("inspect", "-f", "{{.State.Status}} {{.RestartCount}}", "k").stdout.split() == [
+        "exited",
+        "0",
+    ]
+    b("rm", "k", check=True)
+
+
+def test_rm_containers_wait_restart_and_leave_no_lock_files(busybox_env):
+    b = busybox_env.berth
+    cid = b(
+        "run", "-d", "--rm", "busybox", "sh", "-c", "sleep 1; exit 7", check=True
+    ).stdout.strip()
+    assert b("wait", cid, timeout=60).stdout.strip() == "7"
+    cid = b(
+        "run", "-d", "--rm", "--name", "keep", "busybox", "sleep", "300", check=True
+    ).stdout.strip()
+    b("restart", "-t", "1", "keep", check=True)
+    assert b("inspect", "-f", "{{.State.Status}}", "keep").stdout.strip() == "running"
+    b("rm", "-f", "keep", check=True)
+    b("run", "--rm", "busybox", "true", check=True)
+    deadline = time.monotonic() + 10
+    while list((busybox_env.run / "locks").glob("ctr-*.lock")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list((busybox_env.run / "locks").glob("ctr-*.lock")) == []
+
+
+def test_signals_sent_to_the_cli_reach_the_container(busybox_env):
+    import signal as sig
+
+    from tests.conftest import BERTH, REPO
+
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "busybox", "sh", "-c", "trap 'echo got-term; exit 5' TERM; while true; do sleep 0.1; done"],
+        env=busybox_env.env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        proc.send_signal(sig.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 5 and b"got-term" in out
