@@ -206,6 +206,14 @@ def _leaks() -> list[str]:
     for p in prefixes:
         if Path(f"/run/{p}").exists():
             found.append(f"run dir /run/{p}")
+    # Networks of a test engine live in its own "host" netns, never on the real host.
+    for name in os.listdir("/sys/class/net"):
+        if name.startswith(prefixes):
+            found.append(f"link {name} on the real host")
+    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+    for line in tables.splitlines():
+        if line.split()[-1:] and line.split()[-1].startswith(prefixes):
+            found.append(f"nftables {line.strip()} on the real host")
     return found
 
 
