@@ -377,6 +377,11 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
                     terminal=c.opts.tty,
                     stdin=c.opts.interactive,
                     leave_stdin_open=attach is None,
+                    # An attached `run --rm` cleans up and removes by itself; the
+                    # exit command (a whole Python process) then only has to find
+                    # nothing to do, so it need not compete for the CPU meanwhile.
+                    # If the CLI dies, it still heals a second later.
+                    exit_delay=1 if attach is not None and c.opts.auto_remove else 0,
                     exit_command=[*_exit_command(eng), c.id],
                     engine_env=eng.config.env(),
                 ),

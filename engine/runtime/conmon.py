@@ -36,6 +36,8 @@ class ConmonArgs:
     # `run -d -i`, so a later attach can still write); an attached `run -i`
     # wants EOF on its stdin to reach the container.
     leave_stdin_open: bool = False
+    # Seconds conmon waits before running the exit command (0: at once).
+    exit_delay: int = 0
     exit_command: list[str] = field(default_factory=list)
     # exec sessions
     exec_spec: Path | None = None
@@ -74,6 +76,8 @@ def _argv(a: ConmonArgs) -> list[str]:
     if a.exec_spec:
         argv += ["-e", "--exec-process-spec", str(a.exec_spec), "--exec-attach"]
     if a.exit_command:
+        if a.exit_delay:
+            argv += ["--exit-delay", str(a.exit_delay)]
         argv += ["--exit-command", a.exit_command[0]]
         for x in a.exit_command[1:]:
             argv += ["--exit-command-arg", x]

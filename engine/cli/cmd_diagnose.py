@@ -1,0 +1,56 @@
+"""`berth network diagnose [--json] [CONTAINER [TARGET]]`: the network doctor.
+
+Added under the `network` verb that engine/cli/cmd_network.py builds; that
+module keeps no handle on its subparsers action, so we find it on the parser.
+Exit status: 0 when nothing failed, 1 otherwise (warnings do not count), 125
+for bad arguments or an engine error, like every other command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+
+def _network_subparsers(sub: Any) -> Any | None:
+    net = sub.choices.get("network")
+    if net is None:
+        return None  # another verb: main.py built only its parsers
+    # argparse keeps a parser's subparsers action as the only entry of _subparsers.
+    group = getattr(net, "_subparsers", None)
+    if group is None:
+        return None
+    for action in group._group_actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
+
+
+def register(sub: Any) -> None:
+    nsub = _network_subparsers(sub)
+    if nsub is None or "diagnose" in nsub.choices:
+        return
+    p = nsub.add_parser(
+        "diagnose",
+        help="find out why a container's network does not work",
+        description="Check the host's networking, CONTAINER's interfaces and routes, and"
+        " whether CONTAINER reaches TARGET (a container, an IP, optionally :PORT).",
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("container", nargs="?", metavar="CONTAINER")
+    p.add_argument("target", nargs="?", metavar="TARGET")
+    p.set_defaults(func=cmd_diagnose)
+
+
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from engine.cli.main import engine_from
+    from engine.network.doctor import diagnose, render_text
+
+    report = diagnose(engine_from(args), args.container, args.target)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_text(report))
+    return 0 if report.ok else 1
