@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "engine.cli.cmd_system",
     "engine.cli.cmd_maint",
     "engine.cli.cmd_network",
+    "engine.cli.cmd_diagnose",
 )
 
 
@@ -71,6 +72,7 @@ VERB_MODULES = {
 EXTENDS = {
     "container": ("engine.cli.cmd_ops", "engine.cli.cmd_stats"),
     "system": ("engine.cli.cmd_maint",),
+    "network": ("engine.cli.cmd_diagnose",),
 }
 
 
