@@ -93,9 +93,9 @@ def resolve(eng, opts: CreateOptions) -> Container:
             )
     if opts.network not in ("none", "host") and not opts.network.startswith("container:"):
         rec_net = eng.get_network(opts.network)  # NotFound names it
-        if rec_net.driver != "bridge":
+        if rec_net.driver not in ("bridge", "macvlan", "ipvlan"):
             raise InvalidArgument(
-                f"network {opts.network}: driver {rec_net.driver} is not supported for containers yet"
+                f"network {opts.network}: driver {rec_net.driver} is not supported for containers"
             )
         if opts.ip and rec_net.name == "bridge":
             raise InvalidArgument(

@@ -82,11 +82,24 @@ class NetworkKernelAPI:
     def attach_endpoint(self, rec, ep, netns_name: str, primary: bool = True) -> None:
         from engine.network import links
 
+        net = ipaddress.ip_network(rec.subnet)
+        if rec.driver in ("macvlan", "ipvlan"):
+            if not rec.parent:
+                raise InvalidArgument(
+                    f"network {rec.name}: {rec.driver} needs -o parent=IFACE to reach anything"
+                )
+            mode_key = "macvlan_mode" if rec.driver == "macvlan" else "ipvlan_mode"
+            tmp = f"{self.config.prefix}m{ep.container_id[:6]}{ep.ifname[-1:]}"[:15]
+            links.attach_sublink(
+                self.config.host_netns, rec.driver, rec.parent, tmp, netns_name, ep.ifname, ep.ip,
+                net.prefixlen, rec.gateway, mode=rec.options.get(mode_key, ""), mac=ep.mac,
+                default_route=primary and not rec.internal,
+            )  # fmt: skip
+            return
         if rec.driver != "bridge":
             raise InvalidArgument(
-                f"network {rec.name}: driver {rec.driver} is not supported for containers yet"
+                f"network {rec.name}: driver {rec.driver} is not supported for containers"
             )
-        net = ipaddress.ip_network(rec.subnet)
         # The bridge may be gone (host reboot, someone deleted it): heal it.
         links.ensure_bridge(self.config.host_netns, rec.bridge, rec.gateway, net.prefixlen, rec.mtu)
         links.attach_veth(
@@ -119,7 +132,7 @@ class NetworkKernelAPI:
         first = True
         for ep in eps:
             nrec = store.by_id(self.db, ep.network_id)
-            if nrec is None or nrec.driver != "bridge":
+            if nrec is None or nrec.driver not in ("bridge", "macvlan", "ipvlan"):
                 continue
             self.attach_endpoint(nrec, ep, netns_name, primary=first)
             first = False

@@ -140,3 +140,72 @@ def detach_in_container(container_netns: str, ifname: str) -> None:
         idx = _index(nsr, ifname)
         if idx is not None:
             nsr.link("del", index=idx)
+
+
+# ipvlan modes as the kernel numbers them (IPVLAN_MODE_L2/L3/L3S).
+_IPVLAN_MODES = {"l2": 0, "l3": 1, "l3s": 2}
+
+
+def attach_sublink(
+    host_netns: str,
+    kind: str,
+    parent: str,
+    tmp_name: str,
+    container_netns: str,
+    ifname: str,
+    ip: str,
+    prefixlen: int,
+    gateway: str,
+    mode: str = "",
+    mac: str = "",
+    default_route: bool = True,
+) -> None:
+    """A macvlan or ipvlan link on ``parent`` (in the host netns), moved into the
+    container as ``ifname``. Containers on it sit directly on the parent's LAN."""
+    with _ipr(host_netns) as ipr:
+        pidx = _index(ipr, parent)
+        if pidx is None:
+            raise EngineError(f"parent interface {parent} does not exist in the host namespace")
+        stale = _index(ipr, tmp_name)
+        if stale is not None:
+            ipr.link("del", index=stale)
+        try:
+            if kind == "macvlan":
+                ipr.link(
+                    "add", ifname=tmp_name, kind="macvlan", link=pidx, macvlan_mode=mode or "bridge"
+                )
+            else:
+                ipr.link(
+                    "add",
+                    ifname=tmp_name,
+                    kind="ipvlan",
+                    link=pidx,
+                    ipvlan_mode=_IPVLAN_MODES[mode or "l2"],
+                )
+        except Exception as e:
+            if "not supported" in str(e).lower():
+                raise EngineError(
+                    f"cannot create {kind} link on {parent}: this kernel has no {kind} support"
+                ) from None
+            raise EngineError(f"cannot create {kind} link on {parent}: {e}") from None
+        idx = _index(ipr, tmp_name)
+        try:
+            ipr.link("set", index=idx, net_ns_fd=container_netns)
+        except BaseException:
+            ipr.link("del", index=idx)
+            raise
+    with _ipr(container_netns) as nsr:
+        idx = _index(nsr, tmp_name)
+        if idx is None:
+            raise EngineError(f"{kind} link {tmp_name} did not arrive in {container_netns}")
+        nsr.link("set", index=idx, ifname=ifname)
+        if mac and kind == "macvlan":
+            nsr.link("set", index=idx, address=mac)
+        nsr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
+        nsr.link("set", index=idx, state="up")
+        if default_route and gateway:
+            try:
+                nsr.route("add", dst="0.0.0.0/0", gateway=gateway)
+            except Exception as e:
+                if "exist" not in str(e).lower():
+                    raise EngineError(f"cannot add default route via {gateway}: {e}") from None

@@ -172,3 +172,50 @@ def test_default_bridge_network(net_env):
     assert f"{net_env.prefix}0" in _ip(net_env, "-o", "link", "show")
     assert "bridge" in b("network", "ls", "--format", "{{.Name}}").stdout.split()
     b("rm", "-f", "d1", check=True)
+
+
+@pytest.mark.parametrize("driver", ["macvlan", "ipvlan"])
+def test_macvlan_and_ipvlan_networks_on_a_parent_interface(net_env, driver):
+    """The parent is one end of a veth pair in the test's host netns (this kernel has no dummy module)."""
+    ns = net_env.host_netns
+    for cmd in (["link", "add", "par0", "type", "veth", "peer", "name", "par1"],
+                ["link", "set", "par0", "up"], ["link", "set", "par1", "up"]):  # fmt: skip
+        subprocess.run(["ip", "-n", ns, *cmd], check=True)
+    probe = subprocess.run(["ip", "-n", ns, "link", "add", "probe0", "link", "par0", "type", driver],
+                           capture_output=True)  # fmt: skip
+    if probe.returncode != 0:
+        p = net_env.berth(
+            "network", "create", "-d", driver, "--subnet", "10.87.0.0/24", "-o", "parent=par0", "x"
+        )
+        assert p.returncode == 0, p.stderr
+        r = net_env.berth("run", "--rm", "--network", "x", "busybox", "true")
+        assert r.returncode == 125 and f"no {driver} support" in r.stderr
+        net_env.berth("network", "rm", "x", check=True)
+        pytest.skip(f"this kernel has no {driver} support")
+    subprocess.run(["ip", "-n", ns, "link", "del", "probe0"], check=False)
+    b = net_env.berth
+    b(
+        "network",
+        "create",
+        "-d",
+        driver,
+        "--subnet",
+        "10.85.0.0/24",
+        "-o",
+        "parent=par0",
+        "lan",
+        check=True,
+    )
+    b("run", "-d", "--name", "m1", "--network", "lan", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "m2", "--network", "lan", "busybox", "sleep", "300", check=True)
+    cid = b("inspect", "-f", "{{.Id}}", "m1", check=True).stdout.strip()
+    link = subprocess.run(["ip", "-n", f"{net_env.prefix}-{cid[:12]}", "-d", "link", "show", "eth0"],
+                          capture_output=True, text=True).stdout  # fmt: skip
+    assert driver in link
+    assert b("exec", "m1", "ping", "-c1", "-W2", _ipaddr(b, "m2")).returncode == 0
+    b("rm", "-f", "m1", "m2", check=True)
+    b("network", "rm", "lan", check=True)
+    p = b(
+        "network", "create", "-d", driver, "--subnet", "10.86.0.0/24", "-o", "parent=nosuch9", "bad"
+    )
+    assert p.returncode == 125 and "nosuch9" in p.stderr
