@@ -199,9 +199,11 @@ def _leaks() -> list[str]:
             continue
         if cmd and cmd[0].endswith(b"conmon") and any(r.encode() in a for a in cmd for r in roots):
             found.append(f"conmon pid {pid}")
-        if b"engine.containers.health" in cmd and any(
-            r.encode() in a for a in cmd for r in SESSION_ROOTS
-        ):
+        if (
+            b"engine.containers.health" in cmd
+            or b"engine.network.ports" in cmd
+            or b"engine.network.dns" in cmd
+        ) and any(r.encode() in a for a in cmd for r in SESSION_ROOTS):
             found.append(f"health runner pid {pid}")
     for p in prefixes:
         if Path(f"/run/{p}").exists():

@@ -57,6 +57,8 @@ def _add_create_flags(p) -> None:
     a("--log-opt", action="append", default=[])
     a("--network", "--net", default="none")
     a("--ip", default="")
+    a("-p", "--publish", action="append", default=[])
+    a("-P", "--publish-all", action="store_true")
     a("--network-alias", "--net-alias", action="append", default=[])
     a("--pid", default="")
     a("--ipc", default="")
@@ -153,11 +155,21 @@ def _options(args):
         log_max_file=log_max_file,
         network=args.network,
         ip=args.ip,
+        publish=_publish(args.publish),
+        publish_all=args.publish_all,
         network_aliases=args.network_alias,
         pid_mode=args.pid,
         ipc_mode=args.ipc,
         runtime=args.ctr_runtime,
     )
+
+
+def _publish(specs: list[str]) -> list[dict]:
+    if not specs:
+        return []
+    from engine.network import ports
+
+    return [b.to_dict() for spec in specs for b in ports.parse_publish(spec)]
 
 
 def _validate_before_create(args) -> None:
@@ -418,6 +430,21 @@ def cmd_wait(args) -> int:
     return _each(args, lambda r: None, label=lambda r: eng.wait_container(r))
 
 
+def cmd_port(args) -> int:
+    from engine.network import ports
+
+    eng = engine_from(args)
+    c = eng.get_container(args.container)
+    res = (
+        [ports.Reserved.from_dict(d) for d in c.extra.get("ports") or []]
+        if c.state == "running"
+        else []
+    )
+    for line in ports.port_lines(res, args.private, c.name):
+        print(line)
+    return 0
+
+
 def cmd_rename(args) -> int:
     engine_from(args).rename_container(args.old, args.new)
     return 0
@@ -632,6 +659,10 @@ def _register_common(sub) -> None:
     p.add_argument("--sig-proxy", default="true")
     p.add_argument("container")
     p.set_defaults(func=cmd_attach)
+    p = sub.add_parser("port")
+    p.add_argument("container")
+    p.add_argument("private", nargs="?")
+    p.set_defaults(func=cmd_port)
     p = sub.add_parser("rename")
     p.add_argument("old")
     p.add_argument("new")

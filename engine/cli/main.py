@@ -60,7 +60,7 @@ def engine_from(args: argparse.Namespace):
 # Which module registers each top-level verb, so a command builds only its own
 # parsers (building all of them costs ~20 ms on every `berth run`).
 VERB_MODULES = {
-    "engine.cli.cmd_containers": "run create start stop restart kill pause unpause wait rm rename ps inspect logs attach container",
+    "engine.cli.cmd_containers": "run create start stop restart kill pause unpause wait rm rename ps inspect logs attach port container",
     "engine.cli.cmd_ops": "exec top cp export diff commit",
     "engine.cli.cmd_stats": "stats update",
     "engine.cli.cmd_images": "images image import load save tag rmi history",

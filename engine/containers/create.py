@@ -153,7 +153,10 @@ def resolve(eng, opts: CreateOptions) -> Container:
         user=opts.user or icfg.get("User") or "",
         stop_signal=opts.stop_signal or icfg.get("StopSignal") or "SIGTERM",
         health=health,
-        exposed_ports=icfg.get("ExposedPorts") or {},
+        exposed_ports={
+            **(icfg.get("ExposedPorts") or {}),
+            **{f"{b['container_port']}/{b['proto']}": {} for b in opts.publish},
+        },
         image_volumes=sorted((icfg.get("Volumes") or {}).keys()),
     )
 

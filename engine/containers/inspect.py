@@ -183,6 +183,8 @@ def inspect(eng, c: Container) -> dict:
         "PidsLimit": o.pids_limit,
         "Ulimits": [{"Name": n, "Soft": s, "Hard": h} for n, s, h in o.ulimits] or None,
         "PidMode": o.pid_mode,
+        "PortBindings": _port_bindings(c),
+        "PublishAllPorts": o.publish_all,
         "IpcMode": o.ipc_mode or "private",
         "Init": o.init,
         "LogConfig": {"Type": "k8s-file", "Config": {"max-size": str(o.log_max_size)}},
@@ -190,7 +192,7 @@ def inspect(eng, c: Container) -> dict:
     own_ns = o.network != "host" and not o.network.startswith("container:")
     net_settings = {
         "SandboxKey": f"/run/netns/{p.netns_name}" if running and own_ns else "",
-        "Ports": {},
+        "Ports": _ports_view(c, "inspect"),
         "Networks": _networks(eng, c),
     }
     primary = next(iter(net_settings["Networks"].values()), {})
@@ -220,6 +222,27 @@ def inspect(eng, c: Container) -> dict:
         "Config": config,
         "NetworkSettings": net_settings,
     }
+
+
+def _ports_view(c: Container, kind: str):
+    """Published ports while running: Docker's NetworkSettings.Ports or the ps column."""
+    running = c.state in ("running", "paused")
+    if not running or not (c.extra.get("ports") or c.exposed_ports):
+        return {} if kind == "inspect" else ""
+    from engine.network import ports
+
+    res = [ports.Reserved.from_dict(d) for d in c.extra.get("ports") or []]
+    if kind == "inspect":
+        return ports.inspect_ports(res, c.exposed_ports)
+    return ports.format_ports(res, c.exposed_ports)
+
+
+def _port_bindings(c: Container) -> dict:
+    if not c.opts.publish:
+        return {}
+    from engine.network import ports
+
+    return ports.port_bindings_config([ports.PortBinding.from_dict(d) for d in c.opts.publish])
 
 
 def _networks(eng, c: Container) -> dict:
@@ -267,7 +290,7 @@ def ps_row(c: Container) -> dict:
         "Mounts": ",".join(m.source or m.target for m in c.opts.mounts),
         "Names": c.name,
         "Networks": c.opts.network,
-        "Ports": "",
+        "Ports": _ports_view(c, "ps"),
         "RunningFor": human_duration(time.time() - c.created) + " ago",
         "Size": "0B",
         "State": docker_state(c),

@@ -252,6 +252,7 @@ def teardown(eng, c: Container) -> None:
     """Undo everything start made; every step tolerates "already done"."""
     p = Paths(eng.config, c.id)
     rt = _runtime(eng, c)
+    _release_ports(eng, c)
     # Each step first checks cheaply whether there is anything to undo: teardown
     # runs on every start, exit and rm, and a runtime call costs ~5 ms.
     for name in ("crun", "runc"):
@@ -340,6 +341,7 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
         rt = _runtime(eng, c)
         c.runtime = rt.name
         attached = None
+        reserved: list = []
         try:
             # Leftovers of an interrupted start or a crash are removed first.
             teardown(eng, c)
@@ -347,6 +349,8 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
                 p.exit_file.unlink()
             except FileNotFoundError:
                 pass
+            # Host ports first: a port in use is refused before anything is made.
+            reserved = _reserve_ports(eng, c)
             lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
             for d in (p.upper, p.work, p.merged, p.userdata, p.persist):
                 d.mkdir(parents=True, exist_ok=True)
@@ -354,6 +358,8 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
             crashpoint("start:mounted")
             ns = _namespaces(eng, c, p)
             crashpoint("start:netns")
+            if reserved:
+                _hold_ports(eng, c, reserved)
             mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
             spec = build_bundle(eng, c, p, mount_list, ns)
             p.bundle.mkdir(parents=True, exist_ok=True)
@@ -394,6 +400,10 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
             rt.start(c.id)
             crashpoint("start:started")
         except BaseException as e:
+            if reserved:
+                from engine.network import ports
+
+                ports.close_all(reserved)
             try:
                 teardown(eng, c)
             except EngineError:
@@ -418,12 +428,60 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
             config=c.config_json(),
             health="",
         )
+        if c.extra.get("ports"):
+            eng.sync_firewall()  # DNAT for the published ports, now that the row says running
     eng.emit("container", "start", c.id, name=c.name, image=c.image_ref)
     if c.health:
         _ensure_health_runner(eng)
     if attach is None:
         join_monitor_moves()
     return attached
+
+
+def _publishes(c: Container) -> bool:
+    net = c.opts.network
+    return net not in ("none", "host") and not net.startswith("container:")
+
+
+def _reserve_ports(eng, c: Container) -> list:
+    """Bind the host ports (-p/-P) in the engine's host netns; all or nothing."""
+    if not _publishes(c) or not (c.opts.publish or c.opts.publish_all):
+        return []
+    from engine.network import ports
+
+    bindings = [ports.PortBinding.from_dict(d) for d in c.opts.publish]
+    if c.opts.publish_all:
+        bindings += ports.publish_all(c.exposed_ports, bindings)
+    return ports.reserve(bindings, eng.config.host_netns, eng) if bindings else []
+
+
+def _hold_ports(eng, c: Container, reserved: list) -> None:
+    """Hand the bound sockets to the port keeper for the container's life and
+    remember where DNAT must send the traffic."""
+    from engine.network import ports
+
+    target = next((a for a in c.extra.get("addresses") or [] if a.get("bridge")), None)
+    if target is None:
+        ports.close_all(reserved)
+        raise InvalidState(
+            f"cannot publish ports of {c.name}: it has no address on a bridge network"
+        )
+    c.extra["ports"] = [r.to_dict() for r in reserved]
+    c.extra["port_target"] = {"ip": target["ip"], "bridge": target["bridge"]}
+    ports.hold(eng, c.id, reserved)
+
+
+def _release_ports(eng, c: Container) -> None:
+    if not c.extra.get("ports"):
+        return
+    from engine.network import ports
+
+    c.extra.pop("ports", None)
+    records.update(eng.db, c.id, config=c.config_json())
+    try:
+        eng.sync_firewall()
+    finally:
+        ports.release(eng, c.id)
 
 
 def _ensure_health_runner(eng) -> None:

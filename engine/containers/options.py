@@ -78,6 +78,8 @@ class CreateOptions:
     log_max_file: int = 1
     network: str = "none"
     ip: str = ""  # --ip: a static address on the container's network
+    publish: list[dict] = field(default_factory=list)  # -p, as ports.PortBinding.to_dict()
+    publish_all: bool = False  # -P
     network_aliases: list[str] = field(default_factory=list)
     pid_mode: str = ""
     ipc_mode: str = ""

@@ -24,6 +24,20 @@ def _bridge_specs(eng):
     return specs
 
 
+def _port_specs(eng):
+    """DNAT specs of every running container that publishes ports."""
+    from engine.containers import records
+    from engine.network import ports
+
+    out = []
+    for c in records.load_all(eng.db):
+        t = c.extra.get("port_target")
+        if c.state in records.ACTIVE and c.extra.get("ports") and t:
+            res = [ports.Reserved.from_dict(d) for d in c.extra["ports"]]
+            out += ports.port_specs(res, t["ip"], t["bridge"])
+    return out
+
+
 class NetworkKernelAPI:
     def _netlock(self):
         return file_lock(self.config.locks_dir / "network-kernel.lock")
@@ -33,7 +47,14 @@ class NetworkKernelAPI:
         from engine.network import nft
 
         with self._netlock():
-            ch = nft.sync(self.config.host_netns, self.config.prefix, _bridge_specs(self), [])
+            ports = _port_specs(self)
+            ch = nft.sync(self.config.host_netns, self.config.prefix, _bridge_specs(self), ports)
+            if ports:
+                from engine.network import sysctl
+
+                # DNAT from 127.0.0.1 to a container needs route_localnet on its bridge.
+                for br in {p.bridge for p in ports}:
+                    sysctl.route_localnet(self.config.host_netns, br, True)
         return ch.to_dict()
 
     # -- NetworksAPI hooks --------------------------------------------------------------
@@ -59,7 +80,7 @@ class NetworkKernelAPI:
         with self._netlock():
             specs = [s for s in _bridge_specs(self) if s.bridge != rec.bridge]
             if specs:
-                nft.sync(self.config.host_netns, self.config.prefix, specs, [])
+                nft.sync(self.config.host_netns, self.config.prefix, specs, _port_specs(self))
             else:
                 nft.teardown(self.config.host_netns, self.config.prefix)
         self.emit("network", "host_changes", rec.id, name=rec.name, bridge_removed=str(removed))

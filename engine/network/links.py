@@ -111,6 +111,9 @@ def attach_veth(
                 ipr.link("set", index=hidx, mtu=mtu)
                 ipr.link("set", index=pidx, mtu=mtu)
             ipr.link("set", index=hidx, master=br)
+            # Hairpin: a container reaching its own published port through the
+            # host's address comes back in on the same bridge port.
+            ipr.brport("set", index=hidx, mode=1)
             ipr.link("set", index=hidx, state="up")
             ipr.link("set", index=pidx, net_ns_fd=container_netns)
         except BaseException:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -219,3 +220,53 @@ def test_macvlan_and_ipvlan_networks_on_a_parent_interface(net_env, driver):
         "network", "create", "-d", driver, "--subnet", "10.86.0.0/24", "-o", "parent=nosuch9", "bad"
     )
     assert p.returncode == 125 and "nosuch9" in p.stderr
+
+
+def test_published_ports_answer_on_the_host_and_conflicts_are_refused(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.88.0.0/24", "web", check=True)
+    b("run", "-d", "--name", "srv", "--network", "web", "-p", "127.0.0.1:18080:80", "-p", "18081:81",
+      "busybox", "sh", "-c", "echo hello-80 > /tmp/i; httpd -p 80 -h /tmp; nc -lk -p 81 -e echo hi81; sleep 300",
+      check=True)  # fmt: skip
+    ports = b("ps", "--format", "{{.Ports}}").stdout
+    assert "127.0.0.1:18080->80/tcp" in ports and "0.0.0.0:18081->81/tcp" in ports
+    assert b("port", "srv", "80").stdout.strip() == "127.0.0.1:18080"
+    info = json.loads(b("inspect", "srv", check=True).stdout)[0]
+    assert info["NetworkSettings"]["Ports"]["80/tcp"] == [
+        {"HostIp": "127.0.0.1", "HostPort": "18080"}
+    ]
+    # From the engine's host: loopback (DNAT + route_localnet) and the hairpin from another container.
+    get = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())"
+    fetch = subprocess.run(["ip", "netns", "exec", net_env.host_netns, sys.executable, "-c", get,
+                            "http://127.0.0.1:18080/i"], capture_output=True, text=True)  # fmt: skip
+    assert fetch.stdout.strip() == "hello-80", fetch.stderr
+    # The host port is held for the container's life: a second container cannot take it.
+    p = b(
+        "run",
+        "-d",
+        "--name",
+        "dup",
+        "--network",
+        "web",
+        "-p",
+        "127.0.0.1:18080:80",
+        "busybox",
+        "sleep",
+        "300",
+    )
+    assert p.returncode == 125 and "18080" in p.stderr and "in use" in p.stderr
+    assert b("inspect", "-f", "{{.State.Status}}", "dup").stdout.strip() in ("created", "")
+    rules = subprocess.run(["ip", "netns", "exec", net_env.host_netns, "nft", "list", "table", "inet", net_env.prefix],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert "18080" in rules
+    b("rm", "-f", "srv", "dup", check=True)
+    rules = subprocess.run(["ip", "netns", "exec", net_env.host_netns, "nft", "list", "table", "inet", net_env.prefix],
+                           capture_output=True, text=True).stdout  # fmt: skip
+    assert "18080" not in rules
+    # ...and after rm the port is free again.
+    b("run", "-d", "--name", "again", "--network", "web", "-p", "127.0.0.1:18080:80", "busybox", "sleep", "300",
+      check=True)  # fmt: skip
+    b("rm", "-f", "again", check=True)
+    b("network", "rm", "web", check=True)
+    p = b("run", "--rm", "-p", "80:80:80", "busybox", "true")
+    assert p.returncode == 125 and "80:80:80" in p.stderr
