@@ -14,6 +14,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Tests send traffic only to namespaces they made: Berth's DNS resolver must not
+# forward unknown names to the host's upstream servers.
+os.environ.setdefault("BERTH_DNS_UPSTREAM", "none")
 BERTH = [sys.executable, "-m", "engine.cli.main"]
 # Every engine a test makes uses a prefix starting with this, so the leak
 # check can find what tests made (and only that).

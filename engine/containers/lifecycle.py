@@ -52,7 +52,7 @@ def _exit_command(eng) -> list[str]:
     ]
 
 
-def _etc_files(c: Container, p: Paths) -> list[dict]:
+def _etc_files(eng, c: Container, p: Paths) -> list[dict]:
     """/etc/hostname, /etc/hosts, /etc/resolv.conf are files of ours, bind-mounted.
 
     Nothing is written into the rootfs, so a planted symlink there (say
@@ -79,6 +79,13 @@ def _etc_files(c: Container, p: Paths) -> list[dict]:
         if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))
     ]  # fmt: skip
     files["resolv.conf"] = "\n".join(lines) + "\n"
+    if c.opts.network not in ("none", "host", "bridge") and not c.opts.network.startswith(
+        "container:"
+    ):
+        # User-defined networks: Berth's resolver on the gateway answers container names.
+        from engine.network import resolver
+
+        files["resolv.conf"] = resolver.resolv_conf_for(eng, c, host_resolv) or files["resolv.conf"]
     out = []
     for name, text in files.items():
         if c.opts.network == "host" and name != "hostname":
@@ -360,7 +367,7 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
             crashpoint("start:netns")
             if reserved:
                 _hold_ports(eng, c, reserved)
-            mount_list = _etc_files(c, p) + _volume_mounts(eng, c, p)
+            mount_list = _etc_files(eng, c, p) + _volume_mounts(eng, c, p)
             spec = build_bundle(eng, c, p, mount_list, ns)
             p.bundle.mkdir(parents=True, exist_ok=True)
             import json
@@ -430,12 +437,21 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
         )
         if c.extra.get("ports"):
             eng.sync_firewall()  # DNAT for the published ports, now that the row says running
+        if _user_network(c):
+            from engine.network import resolver
+
+            resolver.reload_resolver(eng)  # starts it on first use; finds the new name
     eng.emit("container", "start", c.id, name=c.name, image=c.image_ref)
     if c.health:
         _ensure_health_runner(eng)
     if attach is None:
         join_monitor_moves()
     return attached
+
+
+def _user_network(c: Container) -> bool:
+    net = c.opts.network
+    return net not in ("none", "host", "bridge") and not net.startswith("container:")
 
 
 def _publishes(c: Container) -> bool:

@@ -210,7 +210,9 @@ def parse_response(data: bytes) -> Response:
     return Response(qid, flags, flags & 0xF, addrs, names)
 
 
-def query(server: str, name: str, qtype: int = QTYPE_A, port: int = 53, timeout: float = 2.0):
+def query(
+    server: str, name: str, qtype: int = QTYPE_A, port: int = 53, timeout: float = 2.0
+) -> Response | None:
     """One UDP query; the Response, or None on timeout or an ICMP refusal."""
     data = build_query(name, qtype)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -221,7 +223,10 @@ def query(server: str, name: str, qtype: int = QTYPE_A, port: int = 53, timeout:
             while True:
                 reply = s.recv(TCP_MAX)
                 if reply[:2] == data[:2]:
-                    return parse_response(reply)
+                    try:
+                        return parse_response(reply)
+                    except ValueError:
+                        continue  # garbage with our ID: wait for the real answer
         except OSError:  # timeout, ECONNREFUSED (nothing listens)
             return None
 
@@ -619,7 +624,7 @@ class Server:
         for _ in range(64):  # a burst, without starving the other sockets
             try:
                 data, addr = sock.recvfrom(TCP_MAX)
-            except (BlockingIOError, InterruptedError):
+            except OSError:  # drained, or closed by a reload during this burst
                 return
 
             def reply(resp: bytes, addr=addr) -> None:

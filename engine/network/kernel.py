@@ -84,6 +84,15 @@ class NetworkKernelAPI:
             else:
                 nft.teardown(self.config.host_netns, self.config.prefix)
         self.emit("network", "host_changes", rec.id, name=rec.name, bridge_removed=str(removed))
+        self._reload_resolver()
+
+    def _reload_resolver(self) -> None:
+        from engine.network import resolver
+
+        try:
+            resolver.reload_resolver(self)
+        except EngineError:
+            pass  # names resolve again once it is back (system boot restarts it)
 
     def _endpoint_attach_hook(self, rec, ep, container) -> None:
         from engine.containers.records import Paths

@@ -54,6 +54,11 @@ def ensure_bridge(host_netns: str, name: str, gateway: str, prefixlen: int, mtu:
                     raise EngineError(f"cannot create bridge {name}: {e}") from None
             idx = _index(ipr, name)
             created = True
+            # A bridge without its own MAC takes the lowest of its ports', so it
+            # would change as containers join and break their cached gateway ARP
+            # entry; pin a stable locally administered one (as Docker does).
+            h = hashlib.sha256(name.encode()).digest()
+            ipr.link("set", index=idx, address="02:42:" + ":".join(f"{b:02x}" for b in h[:4]))
         if mtu:
             ipr.link("set", index=idx, mtu=mtu)
         have = {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=idx, family=2)}

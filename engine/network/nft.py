@@ -203,7 +203,8 @@ def render(
             fam = "ip" if subnet.version == 4 else "ip6"
             rule(
                 "postrouting",
-                f'{fam} saddr {subnet} oifname != "{n.bridge}" masquerade',
+                # not "lo": the host's own traffic from a gateway address to a local one
+                f'{fam} saddr {subnet} oifname != "{n.bridge}" oifname != "lo" masquerade',
                 f"masquerade {_short(n.name)} {subnet} out of {n.bridge}",
             )
     if bridges:

@@ -176,4 +176,8 @@ def _ensure_helpers(eng) -> list[str]:
     if health.needed(eng):
         health.ensure_runner(eng)
         out.append(health.NAME)
+    from engine.network import resolver
+
+    if resolver.needed(eng) and resolver.ensure_resolver(eng):
+        out.append(resolver.NAME)
     return out

@@ -270,3 +270,27 @@ def test_published_ports_answer_on_the_host_and_conflicts_are_refused(net_env):
     b("network", "rm", "web", check=True)
     p = b("run", "--rm", "-p", "80:80:80", "busybox", "true")
     assert p.returncode == 125 and "80:80:80" in p.stderr
+
+
+def test_names_resolve_on_user_networks_but_not_on_the_default_bridge(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.89.0.0/24", "named", check=True)
+    b("run", "-d", "--name", "web", "--network", "named", "--network-alias", "www", "busybox", "sleep", "300",
+      check=True)  # fmt: skip
+    b("run", "-d", "--name", "client", "--network", "named", "busybox", "sleep", "300", check=True)
+    assert (
+        "nameserver 10.89.0.1" in b("exec", "client", "cat", "/etc/resolv.conf", check=True).stdout
+    )
+    web_ip = _ipaddr(b, "web")
+    deadline = __import__("time").monotonic() + 20
+    while True:
+        p = b("exec", "client", "ping", "-c1", "-W2", "web")
+        if p.returncode == 0 or __import__("time").monotonic() > deadline:
+            break
+    assert p.returncode == 0 and web_ip in p.stdout, p.stdout + p.stderr
+    assert b("exec", "client", "ping", "-c1", "-W2", "www").returncode == 0
+    b("run", "-d", "--name", "d1", "--network", "bridge", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "d2", "--network", "bridge", "busybox", "sleep", "300", check=True)
+    assert b("exec", "d1", "ping", "-c1", "-W1", "d2").returncode != 0
+    b("rm", "-f", "web", "client", "d1", "d2", check=True)
+    b("network", "rm", "named", check=True)
