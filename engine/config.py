@@ -28,6 +28,8 @@ class EngineConfig:
     # Named network namespace that this instance treats as its host ("" = real host).
     host_netns: str = ""
     conmon: str = "conmon"
+    # The network of containers run without --network ("bridge" as Docker's).
+    default_network: str = "bridge"
     extra: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self) -> None:
@@ -45,6 +47,7 @@ class EngineConfig:
             prefix=env.get("BERTH_PREFIX", "berth"),
             runtime=env.get("BERTH_RUNTIME", ""),
             host_netns=env.get("BERTH_HOST_NETNS", ""),
+            default_network=env.get("BERTH_DEFAULT_NETWORK", "") or "bridge",
         )
 
     def env(self) -> dict[str, str]:
@@ -55,6 +58,7 @@ class EngineConfig:
             "BERTH_PREFIX": self.prefix,
             "BERTH_RUNTIME": self.runtime,
             "BERTH_HOST_NETNS": self.host_netns,
+            "BERTH_DEFAULT_NETWORK": self.default_network,
         }
 
     # Layout of the root directory ------------------------------------------------

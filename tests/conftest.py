@@ -17,6 +17,9 @@ REPO = Path(__file__).resolve().parent.parent
 # Tests send traffic only to namespaces they made: Berth's DNS resolver must not
 # forward unknown names to the host's upstream servers.
 os.environ.setdefault("BERTH_DNS_UPSTREAM", "none")
+# ...and containers run without --network stay off the real host's network unless
+# a test made a host netns for its engine (the net_env fixture).
+os.environ.setdefault("BERTH_DEFAULT_NETWORK", "none")
 BERTH = [sys.executable, "-m", "engine.cli.main"]
 # Every engine a test makes uses a prefix starting with this, so the leak
 # check can find what tests made (and only that).
@@ -35,13 +38,20 @@ class EngineEnv:
         e = dict(os.environ)
         e.update(BERTH_ROOT=str(self.root), BERTH_RUN=str(self.run), BERTH_PREFIX=self.prefix)
         e["BERTH_HOST_NETNS"] = self.host_netns
+        # Without a test-made host netns, containers default to --network none so
+        # that no test puts bridges or rules on the real host.
+        e["BERTH_DEFAULT_NETWORK"] = "bridge" if self.host_netns else "none"
         return e
 
     def config(self):
         from engine.config import EngineConfig
 
         return EngineConfig(
-            root=self.root, run=self.run, prefix=self.prefix, host_netns=self.host_netns
+            root=self.root,
+            run=self.run,
+            prefix=self.prefix,
+            host_netns=self.host_netns,
+            default_network="bridge" if self.host_netns else "none",
         )
 
     def engine(self, actor: str | None = None):

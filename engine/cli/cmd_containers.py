@@ -55,7 +55,7 @@ def _add_create_flags(p) -> None:
     a("--health-start-period", default=None)
     a("--no-healthcheck", action="store_true")
     a("--log-opt", action="append", default=[])
-    a("--network", "--net", default="none")
+    a("--network", "--net", default="")
     a("--ip", default="")
     a("-p", "--publish", action="append", default=[])
     a("-P", "--publish-all", action="store_true")

@@ -91,6 +91,8 @@ def resolve(eng, opts: CreateOptions) -> Container:
             raise InvalidArgument(
                 f"invalid mount config: bind source path does not exist: {m.source}"
             )
+    if not opts.network:
+        opts.network = eng.config.default_network  # Docker: the `bridge` network
     if opts.network not in ("none", "host") and not opts.network.startswith("container:"):
         rec_net = eng.get_network(opts.network)  # NotFound names it
         if rec_net.driver not in ("bridge", "macvlan", "ipvlan"):

@@ -76,7 +76,7 @@ class CreateOptions:
     no_healthcheck: bool = False
     log_max_size: int = 10 * 1024 * 1024
     log_max_file: int = 1
-    network: str = "none"
+    network: str = ""  # "" = the engine's default network (EngineConfig.default_network)
     ip: str = ""  # --ip: a static address on the container's network
     publish: list[dict] = field(default_factory=list)  # -p, as ports.PortBinding.to_dict()
     publish_all: bool = False  # -P

@@ -294,3 +294,11 @@ def test_names_resolve_on_user_networks_but_not_on_the_default_bridge(net_env):
     assert b("exec", "d1", "ping", "-c1", "-W1", "d2").returncode != 0
     b("rm", "-f", "web", "client", "d1", "d2", check=True)
     b("network", "rm", "named", check=True)
+
+
+def test_containers_without_network_flag_join_the_default_bridge(net_env):
+    b = net_env.berth
+    b("run", "-d", "--name", "plain", "busybox", "sleep", "300", check=True)
+    assert b("inspect", "-f", "{{.HostConfig.NetworkMode}}", "plain").stdout.strip() == "bridge"
+    assert _ipaddr(b, "plain").startswith("172.17.")
+    b("rm", "-f", "plain", check=True)
