@@ -166,6 +166,9 @@ class NetworkKernelAPI:
                 continue
             self.attach_endpoint(nrec, ep, netns_name, primary=first)
             first = False
+            # The audit log and the live topology learn which host links this made.
+            self.emit("network", "endpoint_up", nrec.id, name=nrec.name, container=c.id,
+                      ip=ep.ip or "", host_ifname=ep.host_ifname or "", bridge=nrec.bridge or "")  # fmt: skip
             made.append({"network": nrec.name, "ip": ep.ip, "mac": ep.mac, "ifname": ep.ifname,
                          "host_ifname": ep.host_ifname, "bridge": nrec.bridge})  # fmt: skip
         return made
@@ -179,8 +182,9 @@ class NetworkKernelAPI:
         except Exception:
             return
         for ep in eps:
-            if ep.host_ifname:
-                links.delete_link(self.config.host_netns, ep.host_ifname)
+            if ep.host_ifname and links.delete_link(self.config.host_netns, ep.host_ifname):
+                self.emit("network", "endpoint_down", ep.network_id, container=c.id,
+                          host_ifname=ep.host_ifname)  # fmt: skip
 
     def release_container_addresses(self, cid: str) -> None:
         from engine.network import ipam, store

@@ -61,6 +61,12 @@ def test_containers_on_a_user_network_reach_each_other(net_env):
     b("rm", "-f", "a", "b", check=True)
     assert f"{net_env.prefix}v" not in _ip(net_env, "-o", "link", "show")
     b("network", "rm", "app", check=True)
+    # Every host change is in the events log, with its actor.
+    ev = b(
+        "events", "--filter", "type=network", "--format", "{{.Action}} {{.actor}}", check=True
+    ).stdout
+    for action in ("create", "host_changes", "endpoint_up", "endpoint_down", "destroy"):
+        assert any(ln.startswith(action + " uid:0") for ln in ev.splitlines()), (action, ev)
 
 
 def test_networks_are_isolated_and_internal_has_no_way_out(net_env):
@@ -302,3 +308,28 @@ def test_containers_without_network_flag_join_the_default_bridge(net_env):
     assert b("inspect", "-f", "{{.HostConfig.NetworkMode}}", "plain").stdout.strip() == "bridge"
     assert _ipaddr(b, "plain").startswith("172.17.")
     b("rm", "-f", "plain", check=True)
+
+
+def test_connect_and_disconnect_a_running_container(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.90.1.0/24", "front", check=True)
+    b("network", "create", "--subnet", "10.90.2.0/24", "back", check=True)
+    b("run", "-d", "--name", "app", "--network", "front", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "db", "--network", "back", "busybox", "sleep", "300", check=True)
+    db_ip = _ipaddr(b, "db")
+    assert b("exec", "app", "ping", "-c1", "-W1", db_ip).returncode != 0
+    b("network", "connect", "--ip", "10.90.2.77", "back", "app", check=True)
+    assert (
+        "10.90.2.77/24"
+        in b("exec", "app", "ip", "-o", "-4", "addr", "show", "eth1", check=True).stdout
+    )
+    assert b("exec", "app", "ping", "-c1", "-W2", db_ip).returncode == 0
+    nets = b(
+        "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "app"
+    ).stdout.split()
+    assert sorted(nets) == ["back", "front"]
+    b("network", "disconnect", "back", "app", check=True)
+    assert "eth1" not in b("exec", "app", "ip", "-o", "link", check=True).stdout
+    assert b("exec", "app", "ping", "-c1", "-W1", db_ip).returncode != 0
+    b("rm", "-f", "app", "db", check=True)
+    b("network", "rm", "front", "back", check=True)
