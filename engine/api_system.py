@@ -242,6 +242,9 @@ class SystemAPI:
         findings = preflight(self.config, fix)
         hook = getattr(self, "reconcile_container", None)
         orphans = find_orphans(self.config, self.db, fix, on_dead_row=hook)
+        from engine.network.orphans import find_network_orphans
+
+        orphans += find_network_orphans(self, fix)
         if not orphans:
             orphans = [Finding("orphans", "ok", "no leftovers of crashed operations")]
         return [f.to_dict() for f in findings + orphans]

@@ -333,3 +333,37 @@ def test_connect_and_disconnect_a_running_container(net_env):
     assert b("exec", "app", "ping", "-c1", "-W1", db_ip).returncode != 0
     b("rm", "-f", "app", "db", check=True)
     b("network", "rm", "front", "back", check=True)
+
+
+def test_system_check_finds_and_removes_network_leftovers(net_env):
+    b = net_env.berth
+    ns, pfx = net_env.host_netns, net_env.prefix
+    b("network", "create", "--subnet", "10.91.0.0/24", "kept", check=True)
+    b("run", "-d", "--name", "live", "--network", "kept", "busybox", "sleep", "300", check=True)
+    # Leftovers a crash could leave: a veth nobody owns, a bridge no network owns, a lost rule.
+    subprocess.run(
+        ["ip", "-n", ns, "link", "add", f"{pfx}vdead0", "type", "veth", "peer", "name", "strayp"],
+        check=True,
+    )
+    subprocess.run(["ip", "-n", ns, "link", "add", f"{pfx}-stray", "type", "bridge"], check=True)
+    listing = subprocess.run(["ip", "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", pfx, "postrouting"],
+                             capture_output=True, text=True).stdout  # fmt: skip
+    handle = next(
+        ln.split("# handle ")[1]
+        for ln in listing.splitlines()
+        if "10.91.0.0/24" in ln and "masq" in ln
+    )
+    subprocess.run(["ip", "netns", "exec", ns, "nft", "delete", "rule", "inet", pfx, "postrouting", "handle", handle],
+                   check=True)  # fmt: skip
+    found = json.loads(b("system", "check", "--json").stdout)
+    objs = {f["obj"] for f in found if f["id"].startswith("network-")}
+    assert {f"{pfx}vdead0", f"{pfx}-stray", f"inet {pfx}"} <= objs
+    b("system", "check", "--fix", "--json")
+    again = json.loads(b("system", "check", "--json").stdout)
+    assert [f for f in again if f["id"].startswith("network-")] == []
+    links = _ip(net_env, "-o", "link")
+    assert f"{pfx}vdead0" not in links and f"{pfx}-stray" not in links
+    # The live container's plumbing was left alone.
+    assert b("exec", "live", "ping", "-c1", "-W2", "10.91.0.1").returncode == 0
+    b("rm", "-f", "live", check=True)
+    b("network", "rm", "kept", check=True)
