@@ -176,8 +176,14 @@ def _ensure_helpers(eng) -> list[str]:
     if health.needed(eng):
         health.ensure_runner(eng)
         out.append(health.NAME)
-    from engine.network import resolver
+    from engine.network import resolver, store
 
+    if store.all_networks(eng.db) and any(n.driver == "bridge" for n in store.all_networks(eng.db)):
+        # After a reboot the kernel forgot our bridges' rules; rebuild the table.
+        try:
+            eng.sync_firewall()
+        except EngineError:
+            pass
     if resolver.needed(eng) and resolver.ensure_resolver(eng):
         out.append(resolver.NAME)
     return out
