@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from engine._lazy import lazy
 from engine.errors import Conflict, InvalidArgument, NotFound
+from engine.units import human_duration
 
 refs = lazy("engine.images.reference")
 
@@ -60,34 +61,6 @@ def human_size(size: float, precision: int = 4) -> str:
         value /= 1000.0
         i += 1
     return _go_g(value, precision) + _DECIMAL_UNITS[i]
-
-
-def human_duration(seconds: float) -> str:
-    """``units.HumanDuration``: "Less than a second", "About a minute", "3 weeks"."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    minutes = s // 60
-    if minutes == 1:
-        return "About a minute"
-    if minutes < 60:
-        return f"{minutes} minutes"
-    hours = int(seconds / 3600 + 0.5)  # Go rounds the duration to the hour here
-    if hours == 1:
-        return "About an hour"
-    if hours < 48:
-        return f"{hours} hours"
-    if hours < 24 * 7 * 2:
-        return f"{hours // 24} days"
-    if hours < 24 * 30 * 2:
-        return f"{hours // 24 // 7} weeks"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24 // 30} months"
-    return f"{int(seconds / 3600) // 24 // 365} years"
 
 
 def since_text(epoch: float, now: float | None = None) -> str:

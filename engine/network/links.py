@@ -126,10 +126,24 @@ def attach_veth(
             if idx is not None:
                 ipr.link("del", index=idx)
             raise
+    _configure_inside(container_netns, peer_tmp, ifname, mac, ip, prefixlen, gateway, default_route)
+
+
+def _configure_inside(
+    container_netns: str,
+    tmp_name: str,
+    ifname: str,
+    mac: str,
+    ip: str,
+    prefixlen: int,
+    gateway: str,
+    default_route: bool,
+) -> None:
+    """Rename the arrived link, give it its MAC and address, bring it up, route."""
     with _ipr(container_netns) as nsr:
-        idx = _index(nsr, peer_tmp)
+        idx = _index(nsr, tmp_name)
         if idx is None:
-            raise EngineError(f"veth peer {peer_tmp} did not arrive in {container_netns}")
+            raise EngineError(f"link {tmp_name} did not arrive in {container_netns}")
         nsr.link("set", index=idx, ifname=ifname)
         if mac:
             nsr.link("set", index=idx, address=mac)
@@ -202,18 +216,6 @@ def attach_sublink(
         except BaseException:
             ipr.link("del", index=idx)
             raise
-    with _ipr(container_netns) as nsr:
-        idx = _index(nsr, tmp_name)
-        if idx is None:
-            raise EngineError(f"{kind} link {tmp_name} did not arrive in {container_netns}")
-        nsr.link("set", index=idx, ifname=ifname)
-        if mac and kind == "macvlan":
-            nsr.link("set", index=idx, address=mac)
-        nsr.addr("add", index=idx, address=ip, prefixlen=prefixlen)
-        nsr.link("set", index=idx, state="up")
-        if default_route and gateway:
-            try:
-                nsr.route("add", dst="0.0.0.0/0", gateway=gateway)
-            except Exception as e:
-                if "exist" not in str(e).lower():
-                    raise EngineError(f"cannot add default route via {gateway}: {e}") from None
+    # ipvlan links share the parent's MAC: only macvlan gets ours.
+    _configure_inside(container_netns, tmp_name, ifname, mac if kind == "macvlan" else "", ip, prefixlen,
+                      gateway, default_route)  # fmt: skip
