@@ -440,7 +440,11 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
         if _user_network(c):
             from engine.network import resolver
 
-            resolver.reload_resolver(eng)  # starts it on first use; finds the new name
+            try:
+                resolver.reload_resolver(eng)  # starts it on first use; finds the new name
+            except EngineError as e:
+                # The container runs; only name lookups wait for the resolver (system boot retries).
+                print(f"warning: DNS resolver not started: {e}", file=sys.stderr)
     eng.emit("container", "start", c.id, name=c.name, image=c.image_ref)
     if c.health:
         _ensure_health_runner(eng)
