@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -44,6 +45,12 @@ def p90(xs: Sequence[float]) -> float:
     return s[max(0, math.ceil(0.9 * len(s)) - 1)]
 
 
+def pct(xs: Sequence[float], q: float) -> float:
+    """Nearest-rank ``q`` percentile (0 < q <= 100) of measured values."""
+    s = sorted(xs)
+    return s[max(0, math.ceil(q / 100 * len(s)) - 1)]
+
+
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "OVER"
 
@@ -64,6 +71,20 @@ def timed(argv: Sequence[str], *, env: dict | None = None, check: bool = True) -
             f"{' '.join(argv)} exited {p.returncode}: {p.stderr.decode(errors='replace').strip()}"
         )
     return ms
+
+
+def once(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` wrapped to run at most once (a clean-up called early and again at exit)."""
+    done = False
+
+    def wrapper():
+        nonlocal done
+        if done:
+            return None
+        done = True
+        return fn()
+
+    return wrapper
 
 
 def sigterm_as_interrupt() -> None:
@@ -199,8 +220,38 @@ class Instance:
         ]
 
     def helper_pids(self) -> list[int]:
-        """conmon monitors and exit commands (``berth container cleanup``) of this instance."""
-        return sorted(processes_with(str(self.root)))
+        """conmon monitors and exit commands (``berth container cleanup``) of this instance
+        (not its long-lived helpers, such as the DNS resolver: see ``service_pids``)."""
+        return sorted(
+            p for p, argv in processes_with(str(self.root)).items() if not _is_service(argv)
+        )
+
+    def service_pids(self, module: str = "engine.") -> list[int]:
+        """Long-lived helpers of this instance (``python -m engine.network.dns ...``)."""
+        return sorted(
+            p
+            for p, argv in processes_with(str(self.root)).items()
+            if _is_service(argv) and argv[2].startswith(module)
+        )
+
+    def use_host_netns(self, netns: str) -> None:
+        """Make the instance treat the named network namespace as its host."""
+        self.env["BERTH_HOST_NETNS"] = netns
+
+    def endpoints(self) -> list[tuple[str, str, str]]:
+        """(network id, container id, ip) of every endpoint row in the state database."""
+        db = self.root / "berth.db"
+        if not db.exists():
+            return []
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            return [
+                tuple(r) for r in con.execute("SELECT network_id, container_id, ip FROM endpoints")
+            ]
+        except sqlite3.OperationalError:  # no network was ever used: no table yet
+            return []
+        finally:
+            con.close()
 
     def wait_quiet(self, timeout: float = 10.0) -> list[int]:
         """Wait until no monitor or exit command of the instance runs; the PIDs still left."""
@@ -250,6 +301,9 @@ class Instance:
         except Exception as e:  # keep going: the kernel objects below matter more
             forced.append(f"berth rm failed: {e}")
         self.wait_quiet(10)
+        for pid in self.service_pids():
+            forced.append(f"killed helper {pid}")
+            _kill(pid)
         # Anything still alive was started by this instance (monitors, containers).
         for pid in self.conmon_pids():
             forced.append(f"killed conmon {pid}")
@@ -294,6 +348,30 @@ class Instance:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.1)
+
+
+def _is_service(argv: list[str]) -> bool:
+    return len(argv) > 2 and argv[1] == "-m" and argv[2].startswith("engine.")
+
+
+class HostNetns:
+    """A named network namespace (loopback up) that an instance takes as its host
+    (``BERTH_HOST_NETNS``): its bridges, veths, nftables and ip_forward land there,
+    and deleting the namespace takes them all away."""
+
+    def __init__(self, name: str):
+        self.name = name
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+
+    def links(self, kind: str = "") -> list[str]:
+        """Interface names in the namespace (of ``kind``, e.g. "veth", "bridge")."""
+        argv = ["ip", "-n", self.name, "-o", "link", "show"] + (["type", kind] if kind else [])
+        p = subprocess.run(argv, capture_output=True, text=True, check=True)
+        return [line.split(":")[1].strip().split("@")[0] for line in p.stdout.splitlines()]
+
+    def delete(self) -> None:
+        subprocess.run(["ip", "netns", "delete", self.name], capture_output=True, check=False)
 
 
 def _kill(pid: int) -> None:

@@ -145,7 +145,8 @@ class Podman(Peer):
 
     name = "podman run"
 
-    def __init__(self, tar: Path, runtime: str):
+    def __init__(self, tar: Path, runtime: str, network: str = "none"):
+        self.network = network
         exe = shutil.which("podman")
         if not exe:
             raise PeerUnavailable("podman is not installed (--install-peers installs it)")
@@ -172,7 +173,7 @@ class Podman(Peer):
             "--runtime",
             runtime,
         ]
-        self.name = f"podman run ({runtime})"
+        self.name = f"podman run ({runtime})" + ("" if network == "none" else f" {network}")
         self.image = "localhost/berth-bench-busybox:latest"
         p = subprocess.run(
             [*self.base, "import", str(tar), self.image],
@@ -185,7 +186,9 @@ class Podman(Peer):
             raise PeerUnavailable(f"podman import failed: {p.stderr.strip()}")
 
     def argv(self, i: int) -> list[str]:
-        return [*self.base, "run", "--rm", "--network", "none", self.image, "/bin/true"]
+        # "bridge": podman's own default network (netavark's podman0, 10.88.0.0/16).
+        net = [] if self.network == "bridge" else ["--network", self.network]
+        return [*self.base, "run", "--rm", *net, self.image, "/bin/true"]
 
     def after(self, i: int) -> None:
         # podman's exit command (`podman container cleanup`) may still run.
@@ -208,14 +211,19 @@ class Podman(Peer):
 class Docker(Peer):
     """A private dockerd (own data root, exec root and socket), started for the run.
 
-    ``--iptables=false --ip-forward=false``: the peer runs ``--network none``,
-    and a dockerd that manages iptables sets the FORWARD policy to DROP, which
-    breaks other engines (tests) on this host while it runs.
+    With ``--network none``: ``--iptables=false --ip-forward=false``, as a dockerd
+    that manages iptables sets the FORWARD policy to DROP, which breaks other
+    engines (tests) on this host while it runs. With ``bridge`` it must manage
+    them (docker0, NAT): run it inside a ``HostNetGuard``, which puts the host
+    back afterwards.
     """
 
     name = "docker run"
 
-    def __init__(self, tar: Path):
+    def __init__(self, tar: Path, network: str = "none"):
+        self.network = network
+        if network != "none":
+            self.name = f"docker run {network}"
         dockerd = shutil.which("dockerd")
         if not dockerd:
             raise PeerUnavailable("dockerd is not installed (--install-peers installs docker.io)")
@@ -243,8 +251,7 @@ class Docker(Peer):
                 str(self.tmp / "dockerd.pid"),
                 "-H",
                 f"unix://{sock}",
-                "--iptables=false",
-                "--ip-forward=false",
+                *(["--iptables=false", "--ip-forward=false"] if network == "none" else []),
             ],
             stdin=subprocess.DEVNULL,
             stdout=self.log,
@@ -270,7 +277,7 @@ class Docker(Peer):
             raise PeerUnavailable(f"docker import failed: {p.stderr.strip()}")
 
     def argv(self, i: int) -> list[str]:
-        return [*self.base, "run", "--rm", "--network", "none", self.image, "/bin/true"]
+        return [*self.base, "run", "--rm", "--network", self.network, self.image, "/bin/true"]
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -297,6 +304,149 @@ class Docker(Peer):
     def _ids(self) -> list[str]:
         p = subprocess.run([*self.base, "ps", "-aq"], env=self.env, capture_output=True, text=True)
         return p.stdout.split()
+
+
+# The real host's network, around peers on their default bridges ---------------
+
+PEER_BRIDGES = ("docker0", "podman0", "cni-podman0")
+# iptables-nft makes these nft tables on first use; new ones are deleted at the end.
+IPTABLES_TABLES = ("filter", "nat", "mangle", "raw", "security")
+NET_SYSCTLS = (
+    "net/ipv4/ip_forward",
+    "net/ipv6/conf/all/forwarding",
+    "net/ipv6/conf/default/forwarding",
+    "net/bridge/bridge-nf-call-iptables",
+    "net/bridge/bridge-nf-call-ip6tables",
+    "net/bridge/bridge-nf-call-arptables",
+)
+
+
+def _sh(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=False)
+
+
+def _nft_tables() -> set[tuple[str, str]]:
+    p = _sh("nft", "list", "tables")
+    return {
+        (w[1], w[2])
+        for w in (line.split() for line in p.stdout.splitlines())
+        if len(w) == 3 and w[0] == "table"
+    }
+
+
+def _sysctls() -> dict[str, str]:
+    out = {}
+    for key in NET_SYSCTLS:
+        try:
+            out[key] = Path("/proc/sys", key).read_text().strip()
+        except OSError:
+            pass
+    return out
+
+
+def _iptables_rules(tool: str, table: str) -> list[str]:
+    p = _sh(tool, "-w", "-t", table, "-S")
+    return p.stdout.splitlines() if p.returncode == 0 else []
+
+
+class HostNetGuard:
+    """Records the real host's network state before Podman/Docker run on their
+    default bridges, and puts back what they changed: their bridges (docker0,
+    podman0), the iptables rules and chains they added (only those naming a new
+    chain or their bridges), chain policies (Docker sets FORWARD to DROP),
+    iptables-nft tables that did not exist, and forwarding sysctls (ip_forward)."""
+
+    def __init__(self) -> None:
+        self.links = set(os.listdir("/sys/class/net"))
+        self.sysctls = _sysctls()
+        self.tables = _nft_tables()
+        self.rules = {
+            (tool, t): _iptables_rules(tool, t)
+            for tool in ("iptables", "ip6tables")
+            for t in IPTABLES_TABLES
+            if shutil.which(tool)
+        }
+
+    def restore(self) -> tuple[list[str], list[str]]:
+        """Undo the peers' changes; (what was undone, what still differs)."""
+        done: list[str] = []
+        for name in PEER_BRIDGES:
+            if name not in self.links and Path("/sys/class/net", name).exists():
+                _sh("ip", "link", "delete", name)
+                done.append(f"deleted {name}")
+        for (tool, table), before in self.rules.items():
+            done += self._restore_iptables(tool, table, before)
+        for fam, name in sorted(_nft_tables() - self.tables):
+            if fam in ("ip", "ip6") and name in IPTABLES_TABLES:
+                _sh("nft", "delete", "table", fam, name)
+                done.append(f"deleted nft table {fam} {name} (made by iptables-nft)")
+        now = _sysctls()
+        for key, value in self.sysctls.items():
+            if now.get(key) != value:
+                try:
+                    Path("/proc/sys", key).write_text(value)
+                    done.append(f"{key.replace('/', '.')} {now.get(key)} -> {value}")
+                except OSError as e:
+                    done.append(f"could not restore {key}: {e}")
+        return done, self.differences()
+
+    def _restore_iptables(self, tool: str, table: str, before: list[str]) -> list[str]:
+        after = _iptables_rules(tool, table)
+        if after == before:
+            return []
+        done = []
+        old_chains = {line.split()[1] for line in before if line.startswith(("-N ", "-P "))}
+        new_chains = [
+            line.split()[1]
+            for line in after
+            if line.startswith("-N ") and line.split()[1] not in old_chains
+        ]
+        words = set(new_chains) | set(PEER_BRIDGES)
+        for line in reversed(after):  # rules the peers added to chains that stay
+            w = line.split()
+            if (
+                line.startswith("-A ")
+                and line not in before
+                and w[1] in old_chains
+                and words & set(w)
+            ):
+                _sh(tool, "-w", "-t", table, "-D", *w[1:])
+                done.append(f"{tool} -t {table}: removed `{line}`")
+        for chain in new_chains:
+            _sh(tool, "-w", "-t", table, "-F", chain)
+        for chain in new_chains:
+            _sh(tool, "-w", "-t", table, "-X", chain)
+        if new_chains:
+            done.append(f"{tool} -t {table}: removed chains {', '.join(new_chains)}")
+        for line in before:
+            if line.startswith("-P ") and line not in after:
+                _sh(tool, "-w", "-t", table, *line.split())
+                done.append(f"{tool} -t {table}: policy back to `{line}`")
+        return done
+
+    def differences(self) -> list[str]:
+        """What still differs from the recorded state (peer-made objects only)."""
+        diff = [
+            f"link {n} still present"
+            for n in PEER_BRIDGES
+            if n not in self.links and Path("/sys/class/net", n).exists()
+        ]
+        now = _sysctls()
+        diff += [
+            f"{k.replace('/', '.')} is {now.get(k)}, was {v}"
+            for k, v in self.sysctls.items()
+            if now.get(k) != v
+        ]
+        for (tool, table), before in self.rules.items():
+            after = _iptables_rules(tool, table)
+            diff += [
+                f"{tool} -t {table}: `{line}` appeared" for line in after if line not in before
+            ]
+            diff += [
+                f"{tool} -t {table}: `{line}` went away" for line in before if line not in after
+            ]
+        diff += [f"nft table {f} {n} appeared" for f, n in sorted(_nft_tables() - self.tables)]
+        return diff
 
 
 def install_peers() -> None:

@@ -493,6 +493,12 @@ def diagnose(eng: Any, container: str | None = None, target: str | None = None) 
     ctx = _context(eng, report)
     for check in HOST_CHECKS:
         check(ctx)
+    # Importing the plug-ins registers their checks (they import this module).
+    from engine.network import doctor_dns, doctor_ports
+
+    if not container:
+        ctx.report.findings.extend(doctor_ports.check_published_ports(ctx, None, None) or [])
+        del doctor_dns
     if container:
         from engine.network import doctor_container, doctor_target
 

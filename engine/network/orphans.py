@@ -53,10 +53,11 @@ def find_network_orphans(eng, fix: bool) -> list[Finding]:
                              fixed=bool(fixed), hint="berth system check --fix removes it", obj=name))  # fmt: skip
     if nets:
         from engine.network import nft
+        from engine.network.kernel import _port_specs
 
-        want = nft.render(prefix, _specs(eng), [])[1]
+        want = nft.render(prefix, _specs(eng), _port_specs(eng))[1]
         have = nft.rule_summaries(nft.list_rules(host_ns, prefix))
-        missing = [r for r in want if r not in have and "dnat" not in r]
+        missing = [r for r in want if r not in have]
         if missing:
             if fix:
                 eng.sync_firewall()

@@ -184,6 +184,17 @@ def _ensure_helpers(eng) -> list[str]:
             eng.sync_firewall()
         except EngineError:
             pass
+        # A port keeper that died let go of the host ports: reserve them again.
+        from engine.containers import records
+        from engine.network import ports
+
+        for c in records.load_all(eng.db):
+            if c.state in records.ACTIVE and c.extra.get("ports") and c.extra.get("port_target"):
+                res = [ports.Reserved.from_dict(d) for d in c.extra["ports"]]
+                try:
+                    ports.rehold(eng, c.id, res, eng.config.host_netns)
+                except EngineError:
+                    pass
     if resolver.needed(eng) and resolver.ensure_resolver(eng):
         out.append(resolver.NAME)
     return out
