@@ -109,12 +109,37 @@ def _teardown_env(e: EngineEnv) -> None:
             helpers.stop_all(eng)
         except Exception:
             pass
+    _wait_for_monitors(e)
     _remove_instance_cgroups(e.prefix)
     for ns in Path("/run/netns").glob(f"{e.prefix}-*"):
         from engine.netns import delete_netns
 
         delete_netns(ns.name)
     shutil.rmtree(e.run, ignore_errors=True)
+
+
+def _wait_for_monitors(e: EngineEnv, timeout: float = 10.0) -> None:
+    """conmon and its (possibly delayed) exit command outlive `rm`; let them finish
+    before the run directory goes, or they would make parts of it again."""
+    import time
+
+    needle = str(e.run).encode()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = False
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == os.getpid():
+                continue
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if needle in cmd and (b"conmon" in cmd or b"cleanup" in cmd):
+                busy = True
+                break
+        if not busy:
+            return
+        time.sleep(0.1)
 
 
 def _remove_instance_cgroups(prefix: str) -> None:

@@ -621,6 +621,8 @@ def cleanup(eng, cid: str, *, from_monitor: bool = False) -> Container | None:
     p = Paths(eng.config, cid)
     spawn_handler = False
     handle = False
+    if eng.db.one("SELECT 1 FROM containers WHERE id=?", (cid,)) is None:
+        return None  # removed already (e.g. by an attached `run --rm`): touch nothing
     with file_lock(p.lock):
         try:
             c = records.load(eng.db, cid)
