@@ -8,11 +8,11 @@ berth system boot
 if ! berth image inspect busybox:latest >/dev/null 2>&1; then
   berth image bootstrap busybox
 fi
-cat <<'MSG'
+cat <<MSG
 
 Berth's engine is ready (root: ${BERTH_ROOT:-/var/lib/berth}).
 The dashboard lands with issue 5; until then use the CLI, e.g.:
-  berth run -d --name web busybox httpd -f -p 8080
+  berth run -d --name web -p 127.0.0.1:8080:80 busybox httpd -f -p 80
   berth ps
   berth logs web
   berth exec -it web sh
