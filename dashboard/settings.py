@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-SECRET_KEY = os.environ.get("BERTH_SECRET_KEY", "dev-insecure-change-me")
+# The engine's state directories (as engine.config reads them); the dashboard keeps
+# its own files next to the engine's so one root holds a whole Berth instance.
+ENGINE_ROOT = Path(os.environ.get("BERTH_ROOT", "/var/lib/berth"))
+ENGINE_RUN = Path(os.environ.get("BERTH_RUN", "/run/berth"))
+DASHBOARD_STATE = ENGINE_ROOT / "dashboard"  # secret key, SQLite database
+DASHBOARD_RUN = ENGINE_RUN / "dashboard"  # Redis socket, serve's lock
+SECRET_KEY_FILE = DASHBOARD_STATE / "secret_key"
+
+
+def _secret_key() -> str:
+    """BERTH_SECRET_KEY, else the key `python -m dashboard.serve` stored (0600) on first
+    start. Settings never write files: a process without either (pytest, a one-off
+    manage.py command) gets a throwaway key, fine for anything that outlives no process."""
+    if key := os.environ.get("BERTH_SECRET_KEY"):
+        return key
+    try:
+        return SECRET_KEY_FILE.read_text().strip()
+    except FileNotFoundError:
+        return secrets.token_urlsafe(50)
+
+
+SECRET_KEY = _secret_key()
 DEBUG = os.environ.get("BERTH_DEBUG", "0") == "1"
 ALLOWED_HOSTS = os.environ.get("BERTH_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 
@@ -18,6 +40,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_htmx",
+    "channels",
     "dashboard.core",
 ]
 
@@ -49,11 +72,12 @@ TEMPLATES = [
     }
 ]
 WSGI_APPLICATION = "dashboard.wsgi.application"
+ASGI_APPLICATION = "dashboard.asgi.application"
 
 DATABASES = {
     "default": {
         "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("BERTH_DASHBOARD_DB", str(BASE_DIR / "db.sqlite3")),
+        "NAME": os.environ.get("BERTH_DASHBOARD_DB", str(DASHBOARD_STATE / "db.sqlite3")),
     }
 }
 
@@ -72,3 +96,44 @@ LOGIN_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SAMESITE = "Lax"
+
+# Redis: the Celery broker and result store, and the channel layer. `serve` starts a
+# private redis-server on this socket unless BERTH_REDIS_URL points at another one.
+# Nothing connects at import time, so tests that do not use Redis need none.
+REDIS_SOCKET = DASHBOARD_RUN / "redis.sock"
+REDIS_URL = os.environ.get("BERTH_REDIS_URL") or f"unix://{REDIS_SOCKET}"
+
+
+def _celery_url(url: str) -> str:
+    """redis-py/channels spell a socket `unix:///path`; kombu and Celery `redis+socket:///path`."""
+    return "redis+socket://" + url.removeprefix("unix://") if url.startswith("unix://") else url
+
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [REDIS_URL]},
+    }
+}
+
+CELERY_BROKER_URL = _celery_url(REDIS_URL)
+CELERY_RESULT_BACKEND = _celery_url(REDIS_URL)
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 24 * 3600
+# Results record the task's name, worker and queue: what a tasks page shows.
+CELERY_RESULT_EXTENDED = True
+# Two queues, each with its own worker, so a build never delays a stop: lifecycle
+# actions go to `quick` (the default), long operations are routed to `long` by name
+# (the queues themselves are declared in dashboard/celery.py).
+CELERY_TASK_DEFAULT_QUEUE = "quick"
+CELERY_TASK_ROUTES = {
+    f"dashboard.core.tasks.{verb}*": {"queue": "long"}
+    for verb in ("pull", "build", "push", "prune")
+}
+# A worker process reserves one message at a time: a long task does not hold back
+# others it prefetched.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TRACK_STARTED = True
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

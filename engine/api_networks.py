@@ -53,7 +53,7 @@ NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
 DRIVERS = ("bridge", "macvlan", "ipvlan")
 BRIDGE_NAME_OPT = "com.docker.network.bridge.name"
 MTU_OPT = "com.docker.network.driver.mtu"
-_IFNAME_RE = re.compile(r"^[^\s/:]{1,15}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # what nft and iproute2 both take
 _MODES = {
     "macvlan": {"macvlan_mode": ("bridge", "private", "vepa", "passthru")},
     "ipvlan": {"ipvlan_mode": ("l2", "l3", "l3s"), "ipvlan_flag": ("bridge", "private", "vepa")},
@@ -519,9 +519,7 @@ def _validate_options(driver: str, options: dict[str, str]) -> None:
     if driver == "bridge" and BRIDGE_NAME_OPT in options:
         br = options[BRIDGE_NAME_OPT]
         if not _IFNAME_RE.match(br) or br in (".", ".."):
-            raise InvalidArgument(
-                f"invalid bridge name {br!r}: 1-15 characters, no spaces, '/' or ':'"
-            )
+            raise InvalidArgument(f"invalid bridge name {br!r}: 1-15 of A-Z a-z 0-9 _ . -")
     for key, allowed in _MODES.get(driver, {}).items():
         if key in options and options[key] not in allowed:
             raise InvalidArgument(

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Set up (idempotent), prepare the host, and start Berth's engine helpers.
+# Set up (idempotent), prepare the host, start Berth's engine helpers, then run the
+# dashboard in the foreground (Redis, Celery workers, Daphne); Ctrl-C stops it all.
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -10,11 +11,12 @@ if ! berth image inspect busybox:latest >/dev/null 2>&1; then
 fi
 cat <<MSG
 
-Berth's engine is ready (root: ${BERTH_ROOT:-/var/lib/berth}).
-The dashboard lands with issue 5; until then use the CLI, e.g.:
+Berth's engine is ready (root: ${BERTH_ROOT:-/var/lib/berth}). The CLI works alongside
+the dashboard, e.g.:
   berth run -d --name web -p 127.0.0.1:8080:80 busybox httpd -f -p 80
   berth ps
-  berth logs web
-  berth exec -it web sh
-  berth stop web && berth rm web
+
+Starting the dashboard on ${BERTH_LISTEN:-127.0.0.1:8000}...
 MSG
+# exec: the supervisor gets Ctrl-C/SIGTERM itself and stops its children in order.
+exec .venv/bin/python -m dashboard.serve

@@ -180,6 +180,12 @@ def _validate_before_create(args) -> None:
         raise InvalidArgument("conflicting options: cannot specify both --restart and --rm")
     if args.stop_signal:
         parse_signal(args.stop_signal)
+    if (args.publish or args.publish_all) and (
+        args.network == "host" or args.network == "none" or args.network.startswith("container:")
+    ):
+        raise InvalidArgument(
+            f"conflicting options: port publishing and the {args.network.split(':')[0]} network mode"
+        )
 
 
 def cmd_create(args) -> int:

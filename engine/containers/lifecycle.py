@@ -488,11 +488,18 @@ def _hold_ports(eng, c: Container, reserved: list) -> None:
         )
     c.extra["ports"] = [r.to_dict() for r in reserved]
     c.extra["port_target"] = {"ip": target["ip"], "bridge": target["bridge"]}
+    records.update(eng.db, c.id, config=c.config_json())  # before hold: teardown must know
     ports.hold(eng, c.id, reserved)
 
 
 def _release_ports(eng, c: Container) -> None:
     if not c.extra.get("ports"):
+        if _publishes(c) and (c.opts.publish or c.opts.publish_all):
+            from engine.network import ports
+
+            # A start killed between hold and persist: the keeper may still hold them.
+            if (eng.config.run / "ports.sock").exists():
+                ports.release(eng, c.id)
         return
     from engine.network import ports
 

@@ -64,8 +64,23 @@ class NetworkKernelAPI:
         from engine.network import links, sysctl
 
         net = ipaddress.ip_network(rec.subnet)
-        links.ensure_bridge(self.config.host_netns, rec.bridge, rec.gateway, net.prefixlen, rec.mtu)
-        changes = self.sync_firewall()
+        kind = links.link_kind(self.config.host_netns, rec.bridge)
+        if kind is not None and kind != "bridge":
+            raise InvalidArgument(
+                f"network {rec.name}: {rec.bridge} exists and is a {kind or 'plain'} interface, not a bridge"
+            )
+        # A bridge that was there before us is used, never deleted (as Docker does).
+        created = links.ensure_bridge(
+            self.config.host_netns, rec.bridge, rec.gateway, net.prefixlen, rec.mtu
+        )
+        if kind == "bridge" and not rec.bridge.startswith(self.config.prefix):
+            self._mark_preexisting(rec)  # ours by name otherwise: a leftover we own
+        try:
+            changes = self.sync_firewall()
+        except BaseException:
+            if created:
+                links.delete_link(self.config.host_netns, rec.bridge)
+            raise
         fwd = False if rec.internal else sysctl.ensure_ip_forward(self.config.host_netns)
         self.emit("network", "host_changes", rec.id, name=rec.name, bridge=rec.bridge,
                   address=f"{rec.gateway}/{net.prefixlen}", ip_forward_enabled=str(fwd),
@@ -76,7 +91,14 @@ class NetworkKernelAPI:
             return
         from engine.network import links, nft
 
-        removed = links.delete_link(self.config.host_netns, rec.bridge)
+        if self._preexisting(rec):
+            net = ipaddress.ip_network(rec.subnet)
+            links.remove_address(
+                self.config.host_netns, rec.bridge, f"{rec.gateway}/{net.prefixlen}"
+            )
+            removed = False
+        else:
+            removed = links.delete_link(self.config.host_netns, rec.bridge)
         with self._netlock():
             specs = [s for s in _bridge_specs(self) if s.bridge != rec.bridge]
             if specs:
@@ -93,6 +115,12 @@ class NetworkKernelAPI:
             resolver.reload_resolver(self)
         except EngineError:
             pass  # names resolve again once it is back (system boot restarts it)
+
+    def _mark_preexisting(self, rec) -> None:
+        self.db.set_kv(f"network-preexisting-bridge:{rec.id}", rec.bridge)
+
+    def _preexisting(self, rec) -> bool:
+        return self.db.get_kv(f"network-preexisting-bridge:{rec.id}") == rec.bridge
 
     def _endpoint_attach_hook(self, rec, ep, container) -> None:
         from engine.containers.records import Paths
@@ -161,10 +189,15 @@ class NetworkKernelAPI:
         eps = self.container_endpoints(c.id)
         first = True
         for ep in eps:
-            nrec = store.by_id(self.db, ep.network_id)
-            if nrec is None or nrec.driver not in ("bridge", "macvlan", "ipvlan"):
-                continue
-            self.attach_endpoint(nrec, ep, netns_name, primary=first)
+            # Shared network lock: `network rm` (exclusive) cannot run between our
+            # check that the network exists and the veth on its bridge.
+            with self._network_lock(ep.network_id, shared=True):
+                nrec = store.by_id(self.db, ep.network_id)
+                if nrec is None:
+                    raise EngineError(f"network {ep.network_id[:12]} was removed")
+                if nrec.driver not in ("bridge", "macvlan", "ipvlan"):
+                    continue
+                self.attach_endpoint(nrec, ep, netns_name, primary=first)
             first = False
             # The audit log and the live topology learn which host links this made.
             self.emit("network", "endpoint_up", nrec.id, name=nrec.name, container=c.id,

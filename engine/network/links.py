@@ -37,6 +37,21 @@ def _error_text(stderr: str) -> str:
     return lines[0] if lines else ""
 
 
+def link_kind(host_netns: str, name: str) -> str | None:
+    """The link's kind ("bridge", "veth", "" for a plain device), None if absent."""
+    import json
+
+    p = _ip(host_netns, "-j", "-d", "link", "show", "dev", name, check=False)
+    if p.returncode != 0:
+        return None
+    info = (json.loads(p.stdout or "[{}]")[0] or {}).get("linkinfo") or {}
+    return info.get("info_kind", "")
+
+
+def remove_address(host_netns: str, name: str, cidr: str) -> None:
+    _ip(host_netns, "addr", "del", cidr, "dev", name, check=False)
+
+
 def link_exists(host_netns: str, name: str) -> bool:
     return _ip(host_netns, "-o", "link", "show", "dev", name, check=False).returncode == 0
 

@@ -367,3 +367,46 @@ def test_system_check_finds_and_removes_network_leftovers(net_env):
     assert b("exec", "live", "ping", "-c1", "-W2", "10.91.0.1").returncode == 0
     b("rm", "-f", "live", check=True)
     b("network", "rm", "kept", check=True)
+
+
+def test_interfaces_berth_did_not_make_are_never_taken_over_or_deleted(net_env):
+    b = net_env.berth
+    ns = net_env.host_netns
+    subprocess.run(["ip", "-n", ns, "link", "add", "hostbr", "type", "bridge"], check=True)
+    subprocess.run(
+        ["ip", "-n", ns, "link", "add", "vhost0", "type", "veth", "peer", "name", "vhost1"],
+        check=True,
+    )
+    # A veth is not a bridge: refused, and nothing is left of the attempt.
+    p = b(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=vhost0",
+        "--subnet",
+        "10.92.1.0/24",
+        "nope",
+    )
+    assert p.returncode == 125 and "vhost0" in p.stderr and "not a bridge" in p.stderr
+    assert "10.92.1.1" not in _ip(net_env, "-o", "addr")
+    assert "nope" not in b("network", "ls").stdout
+    # A bad bridge name is refused before anything is made.
+    p = b("network", "create", "-o", "com.docker.network.bridge.name=br+1", "bad")
+    assert p.returncode == 125 and "br+1" not in _ip(net_env, "-o", "link")
+    # An existing bridge is used, and left in place (without our address) by network rm.
+    b(
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=hostbr",
+        "--subnet",
+        "10.92.2.0/24",
+        "use",
+        check=True,
+    )
+    assert "10.92.2.1/24" in _ip(net_env, "-o", "addr", "show", "dev", "hostbr")
+    b("network", "rm", "use", check=True)
+    assert "hostbr" in _ip(net_env, "-o", "link") and "10.92.2.1" not in _ip(net_env, "-o", "addr")
+    # Publishing a port with a network mode that has no ports of its own is an error.
+    p = b("run", "--rm", "--network", "none", "-p", "8080:80", "busybox", "true")
+    assert p.returncode == 125 and "conflicting options" in p.stderr

@@ -1,0 +1,37 @@
+"""Websocket routes. Real consumers (logs, stats, events, tasks, terminal) arrive with
+issue 5; `ws/ping/` is the smoke test that the ASGI server, the session login and the
+channel layer all work together."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.urls import path
+
+
+class PingConsumer(AsyncWebsocketConsumer):
+    """Answers "ping" with "pong", logged-in users only.
+
+    The answer goes through the channel layer (a message to this consumer's own
+    channel) rather than straight back, so a pong proves Redis is reachable too.
+    """
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(code=4401)
+            return
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if text_data == "ping":
+            await self.channel_layer.send(self.channel_name, {"type": "pong"})
+
+    async def pong(self, event: dict[str, Any]) -> None:
+        await self.send(text_data="pong")
+
+
+websocket_urlpatterns = [
+    path("ws/ping/", PingConsumer.as_asgi()),
+]
