@@ -212,7 +212,7 @@ def serve() -> int:
     cfg.DASHBOARD_RUN.mkdir(parents=True, exist_ok=True, mode=0o700)
     # One supervisor per run directory: a second one would take over the first's
     # Redis socket. The lock goes with this process, however it ends.
-    lock = open(cfg.DASHBOARD_RUN / "serve.lock", "w")  # noqa: SIM115
+    lock = open(cfg.DASHBOARD_RUN / "serve.lock", "w")  # held open until we exit
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

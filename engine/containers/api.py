@@ -71,6 +71,16 @@ class ContainersAPI:
 
         c = create.resolve(self, opts)
         create.insert(self, c)
+        from engine.containers.lifecycle import _publishes
+
+        if _publishes(c):
+            try:
+                self.join_primary_network(c)  # eth0 and its address (a taken --ip fails here)
+            except BaseException:
+                from engine.containers import remove
+
+                remove.remove(self, c.id, force=True)
+                raise
         self.emit("container", "create", c.id, name=c.name, image=c.image_ref)
         return c
 

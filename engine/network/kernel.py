@@ -176,18 +176,14 @@ class NetworkKernelAPI:
 
     def container_networks_up(self, c, netns_name: str) -> list[dict]:
         """Allocate (once) and plumb the container's endpoints; returns what was made."""
-        from engine.network import ipam, store
+        from engine.network import store
 
         made = []
-        net_name = c.opts.network
-        rec = self.get_network(net_name) if hasattr(self, "get_network") else None
-        if rec is None:
-            raise EngineError(f"network {net_name} not found")
-        if store.endpoint(self.db, rec.id, c.id) is None:
-            ipam.allocate(self.db, rec, c.id, requested_ip=c.opts.ip or None,
-                          aliases=c.opts.network_aliases, prefix=self.config.prefix)  # fmt: skip
+        if not c.extra.get("network_joined"):
+            # Containers made before membership was recorded at create: join once.
+            self.join_primary_network(c)
         eps = self.container_endpoints(c.id)
-        first = True
+        route_to = self._default_route_endpoint(c, eps)
         for ep in eps:
             # Shared network lock: `network rm` (exclusive) cannot run between our
             # check that the network exists and the veth on its bridge.
@@ -197,14 +193,41 @@ class NetworkKernelAPI:
                     raise EngineError(f"network {ep.network_id[:12]} was removed")
                 if nrec.driver not in ("bridge", "macvlan", "ipvlan"):
                     continue
-                self.attach_endpoint(nrec, ep, netns_name, primary=first)
-            first = False
+                self.attach_endpoint(nrec, ep, netns_name, primary=ep is route_to)
             # The audit log and the live topology learn which host links this made.
             self.emit("network", "endpoint_up", nrec.id, name=nrec.name, container=c.id,
                       ip=ep.ip or "", host_ifname=ep.host_ifname or "", bridge=nrec.bridge or "")  # fmt: skip
             made.append({"network": nrec.name, "ip": ep.ip, "mac": ep.mac, "ifname": ep.ifname,
                          "host_ifname": ep.host_ifname, "bridge": nrec.bridge})  # fmt: skip
         return made
+
+    def join_primary_network(self, c) -> None:
+        """The --network network's endpoint (eth0), allocated once, at create: a later
+        `network disconnect` then sticks, and connects made before the first start
+        come after it."""
+        from engine.containers import records
+        from engine.network import ipam, store
+
+        rec = self.get_network(c.opts.network)
+        if store.endpoint(self.db, rec.id, c.id) is None:
+            ipam.allocate(self.db, rec, c.id, requested_ip=c.opts.ip or None,
+                          aliases=c.opts.network_aliases, prefix=self.config.prefix)  # fmt: skip
+        c.extra["network_joined"] = True
+        records.update(self.db, c.id, config=c.config_json())
+
+    def _default_route_endpoint(self, c, eps):
+        """The default route goes via the --network network if still connected, else
+        via the first network that is not internal (never via an internal one)."""
+        from engine.network import store
+
+        recs = {ep.network_id: store.by_id(self.db, ep.network_id) for ep in eps}
+        usable = [
+            ep for ep in eps if recs[ep.network_id] is not None and not recs[ep.network_id].internal
+        ]
+        for ep in usable:
+            if recs[ep.network_id].name == c.opts.network:
+                return ep
+        return usable[0] if usable else None
 
     def container_networks_down(self, c) -> None:
         """Remove the host ends of the container's veths (addresses stay reserved)."""

@@ -410,3 +410,47 @@ def test_interfaces_berth_did_not_make_are_never_taken_over_or_deleted(net_env):
     # Publishing a port with a network mode that has no ports of its own is an error.
     p = b("run", "--rm", "--network", "none", "-p", "8080:80", "busybox", "true")
     assert p.returncode == 125 and "conflicting options" in p.stderr
+
+
+def test_network_membership_is_kept_across_restarts(net_env):
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.93.1.0/24", "main", check=True)
+    b("network", "create", "--subnet", "10.93.2.0/24", "side", check=True)
+    b("network", "create", "--internal", "--subnet", "10.93.3.0/24", "vault", check=True)
+    # Connected before the first start: the --network network still gets eth0 and the route.
+    b("create", "--name", "m", "--network", "main", "busybox", "sleep", "300", check=True)
+    b("network", "connect", "vault", "m", check=True)
+    b("start", "m", check=True)
+    assert "10.93.1." in b("exec", "m", "ip", "-o", "-4", "addr", "show", "eth0", check=True).stdout
+    assert "default via 10.93.1.1" in b("exec", "m", "ip", "route", check=True).stdout
+    # A disconnect sticks across stop/start.
+    b("network", "connect", "side", "m", check=True)
+    b("network", "disconnect", "main", "m", check=True)
+    b("stop", "-t", "1", "m", check=True)
+    b("start", "m", check=True)
+    nets = b(
+        "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}", "m"
+    ).stdout.split()
+    assert sorted(nets) == ["side", "vault"]
+    assert "default via 10.93.2.1" in b("exec", "m", "ip", "route", check=True).stdout
+    b("rm", "-f", "m", check=True)
+    b("network", "rm", "main", "side", "vault", check=True)
+    # A taken static address fails at create and leaves no container behind.
+    b("network", "create", "--subnet", "10.93.4.0/24", "fixed", check=True)
+    b(
+        "create",
+        "--name",
+        "f1",
+        "--network",
+        "fixed",
+        "--ip",
+        "10.93.4.9",
+        "busybox",
+        "true",
+        check=True,
+    )
+    p = b("create", "--name", "f2", "--network", "fixed", "--ip", "10.93.4.9", "busybox", "true")
+    assert p.returncode == 125 and "10.93.4.9" in p.stderr
+    assert b("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["f1"]
+    b("rm", "f1", check=True)
+    b("network", "rm", "fixed", check=True)
