@@ -59,6 +59,21 @@ def _etc_files(eng, c: Container, p: Paths) -> list[dict]:
     /etc/resolv.conf -> /host/file) cannot redirect our writes; the runtime
     resolves the mount destination inside the rootfs.
     """
+    if c.opts.network.startswith("container:"):
+        # Sharing another container's network namespace means sharing its view of
+        # names too: bind its /etc/hosts, /etc/resolv.conf and /etc/hostname (Docker).
+        other = records.load(eng.db, c.opts.network.split(":", 1)[1])
+        theirs = Paths(eng.config, other.id).userdata
+        return [
+            {
+                "destination": f"/etc/{n}",
+                "type": "bind",
+                "source": str(theirs / n),
+                "options": ["rbind", "rprivate"],
+            }
+            for n in ("hostname", "hosts", "resolv.conf")
+            if (theirs / n).exists()
+        ]
     hostname = c.opts.hostname or c.id[:12]
     own = [a["ip"] for a in c.extra.get("addresses") or [] if a.get("ip")]
     files = {
@@ -227,7 +242,7 @@ def build_bundle(eng, c: Container, p: Paths, mount_list: list[dict], ns: dict) 
             gid=gid,
             additional_gids=groups,
             terminal=o.tty,
-            hostname="" if o.network == "host" and not o.hostname else (o.hostname or c.id[:12]),
+            hostname=_hostname(eng, c),
             readonly_rootfs=o.read_only,
             mounts=mount_list,
             namespaces=ns,
@@ -247,6 +262,19 @@ def build_bundle(eng, c: Container, p: Paths, mount_list: list[dict], ns: dict) 
     if "uts" not in ns:
         spec.pop("hostname", None)
     return spec
+
+
+def _hostname(eng, c: Container) -> str:
+    o = c.opts
+    if o.hostname:
+        return o.hostname
+    if o.network == "host":
+        return ""  # the host's own
+    if o.network.startswith("container:"):
+        # As Docker: the container whose network it joins names it too.
+        other = records.load(eng.db, o.network.split(":", 1)[1])
+        return other.opts.hostname or other.id[:12]
+    return c.id[:12]
 
 
 def _runtime(eng, c: Container) -> OCIRuntime:

@@ -326,6 +326,20 @@ def load_zones(db) -> dict[str, Zone]:
     return zones
 
 
+def load_peer_zones(db) -> dict[str, list[str]]:
+    """Client address -> every user-defined network of the container that owns it.
+
+    Docker (and aardvark) answer a container's query from all of its networks, not
+    only from the one whose gateway it asked: a front/back pair of networks relies
+    on that."""
+    by_container: dict[str, list[str]] = {}
+    ips: dict[str, str] = {}
+    for r in db.query(_ENDPOINTS_SQL):
+        by_container.setdefault(r["id"], []).append(r["network_id"])
+        ips[r["ip"]] = r["id"]
+    return {ip: by_container[cid] for ip, cid in ips.items()}
+
+
 # -- upstream servers --------------------------------------------------------------------
 
 UPSTREAM_ENV = "BERTH_DNS_UPSTREAM"  # "none", or "IP[:PORT],[IPv6]:PORT,..."
@@ -430,6 +444,7 @@ class Server:
         self.port = port
         self.sel = selectors.DefaultSelector()
         self.zones: dict[str, Zone] = {}
+        self.peer_zones: dict[str, list[str]] = {}
         self.listeners: dict[str, _Listener] = {}
         self.forwards: dict[socket.socket, _Forward] = {}
         self.tcp: dict[socket.socket, _TcpConn] = {}
@@ -576,6 +591,7 @@ class Server:
         self.reload_asked = False
         self._changed()  # the version this load reflects (at least)
         self.zones = load_zones(self.eng.db)
+        self.peer_zones = load_peer_zones(self.eng.db)
         for zid, lst in list(self.listeners.items()):
             z = self.zones.get(zid)
             if z is None or z.gateway != lst.gateway:
@@ -650,6 +666,13 @@ class Server:
             if zone is None:
                 return
         can_forward = bool(self.upstreams) and not zone.internal
+        if q.name not in zone.names:
+            # The asking container's other networks know names this one does not.
+            for zid in self.peer_zones.get(client, ()):
+                other = self.zones.get(zid)
+                if other is not None and q.name in other.names:
+                    zone = other
+                    break
         resp = answer(zone, q, can_forward, limit)
         if resp is not None:
             reply(resp)

@@ -454,3 +454,42 @@ def test_network_membership_is_kept_across_restarts(net_env):
     assert b("ps", "-a", "--format", "{{.Names}}").stdout.split() == ["f1"]
     b("rm", "f1", check=True)
     b("network", "rm", "fixed", check=True)
+
+
+def test_names_resolve_across_all_of_a_containers_networks_and_for_shared_netns(net_env):
+    import time
+
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.94.1.0/24", "front", check=True)
+    b("network", "create", "--subnet", "10.94.2.0/24", "back", check=True)
+    b("run", "-d", "--name", "api", "--network", "front", "busybox", "sleep", "300", check=True)
+    b("run", "-d", "--name", "db", "--network", "back", "busybox", "sleep", "300", check=True)
+    b("network", "connect", "back", "api", check=True)
+    # api asks its front gateway for a name only the back network knows.
+    deadline = time.monotonic() + 20
+    while True:
+        p = b("exec", "api", "nslookup", "db", "10.94.1.1")
+        if (p.returncode == 0 and _ipaddr(b, "db") in p.stdout) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert _ipaddr(b, "db") in p.stdout, p.stdout + p.stderr
+    # A sidecar in api's network namespace sees api's names.
+    b(
+        "run",
+        "-d",
+        "--name",
+        "side",
+        "--network",
+        "container:api",
+        "busybox",
+        "sleep",
+        "300",
+        check=True,
+    )
+    assert "nameserver 10.94.1.1" in b("exec", "side", "cat", "/etc/resolv.conf", check=True).stdout
+    assert (
+        b("exec", "side", "hostname", check=True).stdout
+        == b("exec", "api", "hostname", check=True).stdout
+    )
+    b("rm", "-f", "side", "api", "db", check=True)
+    b("network", "rm", "front", "back", check=True)
