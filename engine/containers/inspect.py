@@ -168,7 +168,8 @@ def inspect(eng, c: Container) -> dict:
         "Ports": _ports_view(c, "inspect"),
         "Networks": _networks(eng, c),
     }
-    primary = next(iter(net_settings["Networks"].values()), {})
+    # Docker fills the top-level fields from the default bridge network only.
+    primary = net_settings["Networks"].get("bridge", {}) if o.network == "bridge" else {}
     net_settings.update({k: primary.get(k, "") for k in ("IPAddress", "Gateway", "MacAddress")})
     net_settings["IPPrefixLen"] = primary.get("IPPrefixLen", 0)
     return {
@@ -231,8 +232,10 @@ def _networks(eng, c: Container) -> dict:
             }
         }
     out = {}
+    from engine.api_networks import endpoint_id
     from engine.network import store
 
+    live = c.state in ("running", "paused")  # Docker shows addresses only while running
     for ep in eng.container_endpoints(c.id):
         rec = store.by_id(eng.db, ep.network_id)
         if rec is None:
@@ -241,10 +244,11 @@ def _networks(eng, c: Container) -> dict:
         out[rec.name] = {
             "Aliases": list(ep.aliases) or None,
             "NetworkID": rec.id,
-            "Gateway": rec.gateway,
-            "IPAddress": ep.ip or "",
-            "IPPrefixLen": plen,
-            "MacAddress": ep.mac or "",
+            "EndpointID": endpoint_id(ep) if live else "",
+            "Gateway": rec.gateway if live else "",
+            "IPAddress": (ep.ip or "") if live else "",
+            "IPPrefixLen": plen if live else 0,
+            "MacAddress": (ep.mac or "") if live else "",
             "DNSNames": [c.name, c.id[:12], *ep.aliases],
         }
     return out

@@ -20,7 +20,13 @@ def _ip(env, *args: str) -> str:
 
 
 def _ipaddr(b, name: str) -> str:
-    return b("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name, check=True).stdout.strip()
+    return b(
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        name,
+        check=True,
+    ).stdout.split()[0]
 
 
 def test_containers_on_a_user_network_reach_each_other(net_env):

@@ -32,7 +32,13 @@ pytestmark = pytest.mark.root
 
 
 def _ipaddr(b, name: str) -> str:
-    return b("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name, check=True).stdout.strip()
+    return b(
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        name,
+        check=True,
+    ).stdout.split()[0]
 
 
 def _in_host(env, code: str, timeout: float = 60) -> object:
