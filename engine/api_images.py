@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 from engine._lazy import lazy
 from engine.errors import Conflict, InvalidArgument, NotFound
-from engine.units import human_duration
+from engine.units import human_duration, human_size
 
 refs = lazy("engine.images.reference")
 
@@ -42,25 +42,6 @@ IMAGE_ROW_KEYS = (
 )
 HISTORY_ROW_KEYS = ("Comment", "CreatedAt", "CreatedBy", "CreatedSince", "ID", "Size")
 NONE = "<none>"
-
-# -- Docker's units (github.com/docker/go-units), so sizes and ages read the same ----------
-
-_DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
-
-
-def _go_g(value: float, precision: int) -> str:
-    # Go's %.Ng and Python's %.Ng agree (both trim zeros, both use e+NN).
-    return f"{value:.{precision}g}"
-
-
-def human_size(size: float, precision: int = 4) -> str:
-    """``units.HumanSizeWithPrecision``: decimal units, ``4.26MB`` at precision 3.
-    ``docker images`` uses precision 3, ``units.HumanSize`` (prune totals) 4."""
-    value, i = float(size), 0
-    while value >= 1000.0 and i < len(_DECIMAL_UNITS) - 1:
-        value /= 1000.0
-        i += 1
-    return _go_g(value, precision) + _DECIMAL_UNITS[i]
 
 
 def since_text(epoch: float, now: float | None = None) -> str:

@@ -212,3 +212,40 @@ def python_argv(module: str, eng) -> list[str]:
 
     exe = sys.executable or shutil.which("python3") or "python3"
     return [exe, "-m", module, "--root", str(eng.config.root), "--run-dir", str(eng.config.run)]
+
+
+# -- inside a helper process ----------------------------------------------------------------
+
+
+def db_inode(eng) -> int:
+    """The state database's inode, to notice the instance's root being deleted or replaced."""
+    try:
+        return os.stat(eng.config.db_path).st_ino
+    except OSError:
+        return -1
+
+
+def still_owner(eng, name: str, db_ino: int) -> bool:
+    """A helper keeps running only while it is the recorded one for ``name`` and its
+    database is still the instance's (after helpers.stop, a replacement, or the root
+    being deleted it must exit, so two never fight over the same job)."""
+    if db_inode(eng) != db_ino:
+        return False
+    h = lookup(eng, name)
+    return h is not None and h.pid == os.getpid()
+
+
+def parse_helper_args(argv: list[str] | None, prog: str, description: str, extra=None):
+    """`python -m <helper> --root R --run-dir D [...]`: the args and the instance's config."""
+    import argparse
+
+    from engine.config import EngineConfig
+
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    p.add_argument("--root", required=True)
+    p.add_argument("--run-dir", required=True)
+    if extra is not None:
+        extra(p)
+    args = p.parse_args(argv)
+    env = dict(os.environ, BERTH_ROOT=args.root, BERTH_RUN=args.run_dir)
+    return args, EngineConfig.from_env(env)

@@ -29,3 +29,28 @@ def human_duration(seconds: float) -> str:
     if hours < 24 * 365 * 2:
         return f"{hours // 24 // 30} months"
     return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+# Sizes as github.com/docker/go-units prints them (Go's %.Ng and Python's agree).
+DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
+BINARY_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
+
+
+def custom_size(size: float, base: float, units: tuple[str, ...], precision: int) -> str:
+    """go-units CustomSize with ``%.<precision>g``."""
+    value, i = float(size), 0
+    while value >= base and i < len(units) - 1:
+        value /= base
+        i += 1
+    return f"{value:.{precision}g}{units[i]}"
+
+
+def human_size(size: float, precision: int = 4) -> str:
+    """``units.HumanSizeWithPrecision``: decimal units, ``4.26MB`` at precision 3.
+    ``docker images`` and ``stats`` use precision 3, ``units.HumanSize`` (prune totals, df) 4."""
+    return custom_size(size, 1000.0, DECIMAL_UNITS, precision)
+
+
+def bytes_size(size: float) -> str:
+    """go-units BytesSize (binary, 4 significant digits): 1.5MiB."""
+    return custom_size(size, 1024.0, BINARY_UNITS, 4)

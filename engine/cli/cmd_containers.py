@@ -576,13 +576,10 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    if not args.force:
-        sys.stdout.write(
-            "WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            return 0
+    from engine.cli.common import confirm
+
+    if not args.force and not confirm("WARNING! This will remove all stopped containers."):
+        return 0
     res = engine_from(args).prune_containers()
     if res["ContainersDeleted"]:
         print("Deleted Containers:")

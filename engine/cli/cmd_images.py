@@ -17,6 +17,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from engine.cli.common import confirm, print_help
+from engine.cli.main import engine_from
+from engine.units import human_size
+
 IMAGES_TABLE = "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
 IMAGES_TABLE_DIGESTS = (
     "table {{.Repository}}\t{{.Tag}}\t{{.Digest}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}"
@@ -57,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_history(sub.add_parser("history", help="Show the history of an image"))
 
     image = sub.add_parser("image", help="Manage images")
-    image.set_defaults(func=lambda _args: _print_help(image))
+    image.set_defaults(func=lambda _args: print_help(image))
     isub = image.add_subparsers(dest="image_command")
     _add_ls(isub.add_parser("ls", aliases=["list"], help="List images"))
     _add_bootstrap(
@@ -71,11 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_inspect(isub.add_parser("inspect", help="Display detailed information on images"))
     _add_history(isub.add_parser("history", help="Show the history of an image"))
     _add_prune(isub.add_parser("prune", help="Remove unused images"))
-
-
-def _print_help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
 
 
 def _add_ls(p: argparse.ArgumentParser) -> None:
@@ -161,12 +160,6 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from engine.cli import main
-
-    return main.engine_from(args)
-
-
 def _print_rows(fmt: str, rows: list[Mapping[str, Any]], headers: Mapping[str, str]) -> None:
     from engine.cli.gotemplate import is_table, render, render_table
 
@@ -235,7 +228,7 @@ def cmd_images(args: argparse.Namespace) -> int:
     filters = list(args.filter)
     if args.reference:
         filters.append(f"reference={args.reference}")
-    rows = _engine(args).list_images(all=args.all, filters=filters, digests=args.digests)
+    rows = engine_from(args).list_images(all=args.all, filters=filters, digests=args.digests)
     if args.no_trunc:
         rows = [{**r, "ID": r["FullID"]} for r in rows]
     fmt = args.format
@@ -247,7 +240,7 @@ def cmd_images(args: argparse.Namespace) -> int:
 
 
 def cmd_bootstrap(args: argparse.Namespace) -> int:
-    print(_engine(args).bootstrap_image(args.kind, args.reference)["Id"])
+    print(engine_from(args).bootstrap_image(args.kind, args.reference)["Id"])
     return 0
 
 
@@ -260,7 +253,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             "and import the file",
             obj=args.file,
         )
-    eng = _engine(args)
+    eng = engine_from(args)
     if args.file == "-":
         rec = eng.import_image(_stdin_binary(), args.reference, args.change, args.message)
     else:
@@ -273,7 +266,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_load(args: argparse.Namespace) -> int:
     from engine.errors import InvalidArgument
 
-    eng = _engine(args)
+    eng = engine_from(args)
     if args.input:
         with _open_input(args.input) as f:
             names = eng.load_images(f)
@@ -299,7 +292,7 @@ def cmd_save(args: argparse.Namespace) -> int:
             )
         sys.stdout.flush()
         out = sys.stdout.buffer
-        _engine(args).save_images(args.images, out)
+        engine_from(args).save_images(args.images, out)
         out.flush()
         return 0
     # Write beside the target and rename, so a failed save leaves no half archive.
@@ -314,7 +307,7 @@ def cmd_save(args: argparse.Namespace) -> int:
         ) from None
     try:
         with os.fdopen(fd, "wb") as f:
-            _engine(args).save_images(args.images, f)
+            engine_from(args).save_images(args.images, f)
         os.chmod(tmp, 0o644)  # mkstemp makes 0600; docker's -o file is an ordinary file
         os.replace(tmp, target)
     except BaseException:
@@ -325,14 +318,14 @@ def cmd_save(args: argparse.Namespace) -> int:
 
 
 def cmd_tag(args: argparse.Namespace) -> int:
-    _engine(args).tag_image(args.source, args.target)
+    engine_from(args).tag_image(args.source, args.target)
     return 0
 
 
 def cmd_rmi(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     errors = []
     for name in args.images:
         try:
@@ -352,7 +345,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.cli.gotemplate import render
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     found, errors = [], []
     for name in args.images:
         try:
@@ -374,7 +367,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     from engine.api_images import HISTORY_ROW_KEYS, docker_row
 
     rows = []
-    for row in _engine(args).image_history(args.image):
+    for row in engine_from(args).image_history(args.image):
         row = dict(row)
         created_by = row["CreatedBy"].replace("\t", " ")
         if not args.no_trunc:
@@ -393,26 +386,10 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
-def _confirm(warning: str) -> bool:
-    """docker's PromptForConfirmation: only "y"/"Y" is yes; no answer (EOF,
-    or a stdin that cannot be read) is no."""
-    sys.stdout.write(f"{warning}\nAre you sure you want to continue? [y/N] ")
-    sys.stdout.flush()
-    try:
-        answer = sys.stdin.readline()
-    except (OSError, ValueError, AttributeError):
-        answer = ""
-    if not answer.endswith("\n"):
-        sys.stdout.write("\n")  # keep the shell prompt off the question's line
-    return answer.strip().lower() == "y"
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
-    from engine.api_images import human_size
-
-    if not args.force and not _confirm(PRUNE_ALL_WARNING if args.all else PRUNE_WARNING):
+    if not args.force and not confirm(PRUNE_ALL_WARNING if args.all else PRUNE_WARNING):
         return 0
-    report = _engine(args).prune_images(all=args.all)
+    report = engine_from(args).prune_images(all=args.all)
     if report["Lines"]:
         print("Deleted Images:\n" + "".join(line + "\n" for line in report["Lines"]))
     print(f"Total reclaimed space: {human_size(report['SpaceReclaimed'])}")

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-import sys
 
+from engine.cli.common import confirm
 from engine.cli.main import engine_from
-
-
-def _human(n: int) -> str:
-    units = ["B", "kB", "MB", "GB", "TB"]
-    f = float(n)
-    i = 0
-    while f >= 1000 and i < len(units) - 1:
-        f /= 1000
-        i += 1
-    return f"{f:.4g}{units[i]}" if i else f"{int(f)}B"
+from engine.units import human_size
 
 
 def cmd_df(args) -> int:
@@ -41,7 +32,7 @@ def cmd_df(args) -> int:
     ]  # fmt: skip
     print(f"{'TYPE':<16}{'TOTAL':<8}{'ACTIVE':<8}{'SIZE':<12}RECLAIMABLE")
     for name, total, active, size, recl in rows:
-        print(f"{name:<16}{total:<8}{active:<8}{_human(size):<12}{_human(recl)}")
+        print(f"{name:<16}{total:<8}{active:<8}{human_size(size):<12}{human_size(recl)}")
     if args.verbose:
         print("\nImages space usage:\n")
         print(
@@ -49,8 +40,8 @@ def cmd_df(args) -> int:
         )
         for i in d["Images"]:
             tag = (i["RepoTags"] or ["<none>:<none>"])[0]
-            print(f"{tag:<30}{i['Id'].removeprefix('sha256:')[:12]:<14}{_human(i['Size']):<10}"
-                  f"{_human(i['SharedSize']):<13}{_human(i['UniqueSize']):<13}{i['Containers']}")  # fmt: skip
+            print(f"{tag:<30}{i['Id'].removeprefix('sha256:')[:12]:<14}{human_size(i['Size']):<10}"
+                  f"{human_size(i['SharedSize']):<13}{human_size(i['UniqueSize']):<13}{i['Containers']}")  # fmt: skip
     return 0
 
 
@@ -59,11 +50,7 @@ def cmd_prune(args) -> int:
         what = "all stopped containers, all " + ("unused" if args.all else "dangling") + " images"
         if args.volumes:
             what += ", all anonymous volumes not used by at least one container"
-        sys.stdout.write(
-            f"WARNING! This will remove {what}.\nAre you sure you want to continue? [y/N] "
-        )
-        sys.stdout.flush()
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        if not confirm(f"WARNING! This will remove {what}."):
             return 0
     r = engine_from(args).system_prune(all=args.all, volumes=args.volumes)
     deleted = r["Containers"]["ContainersDeleted"]
@@ -76,7 +63,7 @@ def cmd_prune(args) -> int:
     reclaimed = int(r["Images"].get("SpaceReclaimed", 0)) + int(
         r.get("Volumes", {}).get("SpaceReclaimed", 0)
     )
-    print(f"Total reclaimed space: {_human(reclaimed)}")
+    print(f"Total reclaimed space: {human_size(reclaimed)}")
     return 0
 
 

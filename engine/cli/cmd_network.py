@@ -8,13 +8,16 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from engine.cli.common import confirm, pairs, print_help
+from engine.cli.main import engine_from
+
 DEFAULT_LS_FORMAT = "table {{.ID}}\t{{.Name}}\t{{.Driver}}\t{{.Scope}}"
 LS_HEADERS = {"ID": "NETWORK ID"}
 
 
 def register(sub: Any) -> None:
     net = sub.add_parser("network", help="manage networks")
-    net.set_defaults(func=lambda args: _help(net))
+    net.set_defaults(func=lambda args: print_help(net))
     nsub = net.add_subparsers(dest="network_command", parser_class=type(net))
 
     p = nsub.add_parser("ls", aliases=["list"], help="list networks")
@@ -63,39 +66,16 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_disconnect)
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
-
-
-def _engine(args: argparse.Namespace) -> Any:
-    from engine.cli.main import engine_from
-
-    return engine_from(args)
-
-
-def _pairs(items: list[str], what: str, need_value: bool) -> dict[str, str]:
-    from engine.errors import InvalidArgument
-
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key or (need_value and not sep):
-            raise InvalidArgument(f"invalid key/value pair format in {what}: {item!r}")
-        out[key] = value
-    return out
-
-
 def cmd_create(args: argparse.Namespace) -> int:
-    rec = _engine(args).create_network(
+    rec = engine_from(args).create_network(
         args.name,
         driver=args.driver,
         subnet=args.subnet,
         gateway=args.gateway,
         ip_range=args.ip_range,
         internal=args.internal,
-        labels=_pairs(args.label, "labels", need_value=False),
-        options=_pairs(args.opt, "driver options", need_value=True),
+        labels=pairs(args.label, "labels", need_value=False),
+        options=pairs(args.opt, "driver options", need_value=True),
     )
     print(rec["Id"])
     return 0
@@ -125,7 +105,7 @@ def _ls_row(rec: dict[str, Any], no_trunc: bool) -> dict[str, str]:
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine.cli import gotemplate
 
-    nets = _engine(args).list_networks(args.filter)
+    nets = engine_from(args).list_networks(args.filter)
     if args.quiet:
         for rec in nets:
             print(rec["Id"] if args.no_trunc else rec["Id"][:12])
@@ -146,7 +126,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.cli import gotemplate
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     found: list[dict[str, Any]] = []
     rc = 0
     for name in args.names:
@@ -166,7 +146,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     rc = 0
     for name in args.names:
         try:
@@ -178,21 +158,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return rc
 
 
-def _confirm(question: str) -> bool:
-    print(f"{question} [y/N] ", end="", flush=True)
-    try:
-        answer = sys.stdin.readline()
-    except (OSError, ValueError):
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     if not args.force:
-        print("WARNING! This will remove all custom networks not used by at least one container.")
-        if not _confirm("Are you sure you want to continue?"):
+        if not confirm(
+            "WARNING! This will remove all custom networks not used by at least one container."
+        ):
             return 0
-    removed = _engine(args).prune_networks(filters=args.filter)
+    removed = engine_from(args).prune_networks(filters=args.filter)
     if removed:
         print("Deleted Networks:")
         for name in removed:
@@ -202,10 +174,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
 
 
 def cmd_connect(args: argparse.Namespace) -> int:
-    _engine(args).connect_network(args.network, args.container, ip=args.ip, aliases=args.alias)
+    engine_from(args).connect_network(args.network, args.container, ip=args.ip, aliases=args.alias)
     return 0
 
 
 def cmd_disconnect(args: argparse.Namespace) -> int:
-    _engine(args).disconnect_network(args.network, args.container, force=args.force)
+    engine_from(args).disconnect_network(args.network, args.container, force=args.force)
     return 0

@@ -7,13 +7,17 @@ import json
 import sys
 from typing import Any
 
+from engine.cli.common import confirm, pairs, print_help
+from engine.cli.main import engine_from
+from engine.units import human_size
+
 DEFAULT_LS_FORMAT = "table {{.Driver}}\t{{.Name}}"
 LS_HEADERS = {"Name": "VOLUME NAME"}
 
 
 def register(sub: Any) -> None:
     vol = sub.add_parser("volume", help="manage volumes")
-    vol.set_defaults(func=lambda args: _help(vol))
+    vol.set_defaults(func=lambda args: print_help(vol))
     vsub = vol.add_subparsers(dest="volume_command", parser_class=type(vol))
 
     p = vsub.add_parser("create", help="create a volume")
@@ -47,29 +51,6 @@ def register(sub: Any) -> None:
     p.set_defaults(func=cmd_prune)
 
 
-def _help(parser: argparse.ArgumentParser) -> int:
-    parser.print_help()
-    return 0
-
-
-def _engine(args: argparse.Namespace) -> Any:
-    from engine.cli.main import engine_from
-
-    return engine_from(args)
-
-
-def _pairs(items: list[str], what: str, need_value: bool) -> dict[str, str]:
-    from engine.errors import InvalidArgument
-
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not key or (need_value and not sep):
-            raise InvalidArgument(f"invalid key/value pair format in {what}: {item!r}")
-        out[key] = value
-    return out
-
-
 def cmd_create(args: argparse.Namespace) -> int:
     from engine.errors import InvalidArgument
 
@@ -77,11 +58,11 @@ def cmd_create(args: argparse.Namespace) -> int:
         raise InvalidArgument(
             "conflicting options: either specify --name or provide positional arg, not both"
         )
-    rec = _engine(args).create_volume(
+    rec = engine_from(args).create_volume(
         args.name or args.name_flag or None,
         driver=args.driver,
-        labels=_pairs(args.label, "labels", need_value=False),
-        options=_pairs(args.opt, "driver options", need_value=True),
+        labels=pairs(args.label, "labels", need_value=False),
+        options=pairs(args.opt, "driver options", need_value=True),
     )
     print(rec["Name"])
     return 0
@@ -107,7 +88,7 @@ def _ls_row(rec: dict[str, Any]) -> dict[str, str]:
 def cmd_ls(args: argparse.Namespace) -> int:
     from engine.cli import gotemplate
 
-    vols = _engine(args).list_volumes(args.filter)
+    vols = engine_from(args).list_volumes(args.filter)
     if args.quiet:
         for rec in vols:
             print(rec["Name"])
@@ -128,7 +109,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from engine.cli import gotemplate
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     found: list[dict[str, Any]] = []
     rc = 0
     for name in args.names:
@@ -150,7 +131,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_rm(args: argparse.Namespace) -> int:
     from engine.errors import EngineError
 
-    eng = _engine(args)
+    eng = engine_from(args)
     rc = 0
     for name in args.names:
         try:
@@ -162,32 +143,12 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return rc
 
 
-def human_size(size: float) -> str:
-    """go-units HumanSize: decimal units, 4 significant digits ("1.235kB")."""
-    units = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"]
-    i = 0
-    while size >= 1000 and i < len(units) - 1:
-        size /= 1000
-        i += 1
-    return f"{size:.4g}{units[i]}"
-
-
-def _confirm(question: str) -> bool:
-    print(f"{question} [y/N] ", end="", flush=True)
-    try:
-        answer = sys.stdin.readline()
-    except (OSError, ValueError):
-        return False
-    return answer.strip().lower() in ("y", "yes")
-
-
 def cmd_prune(args: argparse.Namespace) -> int:
     if not args.force:
         what = "all local volumes" if args.all else "anonymous local volumes"
-        print(f"WARNING! This will remove {what} not used by at least one container.")
-        if not _confirm("Are you sure you want to continue?"):
+        if not confirm(f"WARNING! This will remove {what} not used by at least one container."):
             return 0
-    report = _engine(args).prune_volumes(all=args.all, filters=args.filter)
+    report = engine_from(args).prune_volumes(all=args.all, filters=args.filter)
     if report["VolumesDeleted"]:
         print("Deleted Volumes:")
         for name in report["VolumesDeleted"]:

@@ -13,7 +13,7 @@ import secrets
 import shutil
 import time
 
-from engine.containers.options import CreateOptions, validate_name
+from engine.containers.options import CreateOptions, merge_env, validate_name
 from engine.containers.records import Container, Paths
 from engine.errors import Conflict, InvalidArgument
 
@@ -42,21 +42,7 @@ def resolve(eng, opts: CreateOptions) -> Container:
     args = list(entry) + list(cmd)
     if not args:
         raise InvalidArgument(f"no command specified: image {opts.image} has no Cmd or Entrypoint")
-    env = list(icfg.get("Env") or [])
-    keys = {e.partition("=")[0]: i for i, e in enumerate(env)}
-    for e in opts.env:
-        k, eq, v = e.partition("=")
-        if not k:
-            raise InvalidArgument(f"invalid environment variable {e!r}")
-        if not eq:  # -e NAME takes the value from our environment, or is dropped
-            if k not in os.environ:
-                continue
-            e = f"{k}={os.environ[k]}"
-        if k in keys:
-            env[keys[k]] = e
-        else:
-            keys[k] = len(env)
-            env.append(e)
+    env = merge_env(icfg.get("Env") or [], opts.env)
     workdir = opts.workdir or icfg.get("WorkingDir") or "/"
     if not workdir.startswith("/"):
         raise InvalidArgument(

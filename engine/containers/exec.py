@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.containers import lifecycle
+from engine.containers.options import merge_env
 from engine.containers.records import Container, Paths
 from engine.errors import EngineError, InvalidArgument, InvalidState, Unsupported
 from engine.runtime.oci import OCIRuntime, pid_alive
@@ -87,25 +88,6 @@ def container_root(eng, c: Container) -> str:
 # -- process.json -------------------------------------------------------------------------
 
 
-def _merge_env(base: list[str], extra: list[str]) -> list[str]:
-    env = list(base)
-    index = {e.partition("=")[0]: i for i, e in enumerate(env)}
-    for e in extra:
-        key, eq, _ = e.partition("=")
-        if not key:
-            raise InvalidArgument(f"invalid environment variable {e!r}")
-        if not eq:  # -e NAME: our value, or nothing (Docker)
-            if key not in os.environ:
-                continue
-            e = f"{key}={os.environ[key]}"
-        if key in index:
-            env[index[key]] = e
-        else:
-            index[key] = len(env)
-            env.append(e)
-    return env
-
-
 def build_process(eng, c: Container, o: ExecOptions, root: str) -> dict:
     """The OCI ``process`` for the exec, derived from the container's own."""
     from engine.runtime import caps as capsmod
@@ -123,7 +105,7 @@ def build_process(eng, c: Container, o: ExecOptions, root: str) -> dict:
     proc: dict = {
         "terminal": o.tty,
         "args": list(o.cmd),
-        "env": _merge_env(base.get("env") or [], o.env),
+        "env": merge_env(base.get("env") or [], o.env),
         "cwd": o.workdir or base.get("cwd") or "/",
         "user": dict(base.get("user") or {"uid": 0, "gid": 0}),
         "capabilities": dict(base.get("capabilities") or {}),

@@ -22,7 +22,6 @@ five results, their output cut at 4096 bytes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import queue
@@ -262,7 +261,7 @@ class Runner:
         self.pid_dir = eng.config.run / "health"
         self.pid_dir.mkdir(parents=True, exist_ok=True)
         self.t0 = time.monotonic()
-        self.db_ino = _ino(eng.config.db_path)
+        self.db_ino = helpers.db_inode(eng)
         try:
             self.idle_exit = float(os.environ.get(IDLE_EXIT_ENV) or IDLE_EXIT)
         except ValueError:
@@ -450,31 +449,15 @@ class Runner:
         if now - self.last_owner_check < OWNER_CHECK or now - self.t0 < OWNER_CHECK:
             return True
         self.last_owner_check = now
-        if _ino(self.eng.config.db_path) != self.db_ino:
-            # The root was deleted (or replaced): our open database is an orphan
-            # whose rows would keep us probing forever.
-            return False
-        h = helpers.lookup(self.eng, NAME)
-        return h is not None and h.pid == os.getpid()
-
-
-def _ino(path: Path) -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return -1
+        # A deleted root would leave our open database an orphan probing forever.
+        return helpers.still_owner(self.eng, NAME, self.db_ino)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="berth-health", description="Berth's health-check runner")
-    p.add_argument("--root", required=True)
-    p.add_argument("--run-dir", required=True)
-    args = p.parse_args(argv)
     from engine.api import Engine
-    from engine.config import EngineConfig
 
-    env = dict(os.environ, BERTH_ROOT=args.root, BERTH_RUN=args.run_dir)
-    eng = Engine(EngineConfig.from_env(env), actor=ACTOR)
+    _args, config = helpers.parse_helper_args(argv, "berth-health", "Berth's health-check runner")
+    eng = Engine(config, actor=ACTOR)
     return Runner(eng).run()
 
 

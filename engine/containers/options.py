@@ -6,6 +6,7 @@ leaves nothing half-made behind.
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 from dataclasses import asdict, dataclass, field
@@ -235,3 +236,23 @@ def validate_name(name: str) -> str:
             f"invalid container name {name!r}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
         )
     return name.lstrip("/")
+
+
+def merge_env(base: list[str], extra: list[str]) -> list[str]:
+    """`-e` values over a base environment (the image's, or the container's for exec)."""
+    env = list(base)
+    index = {e.partition("=")[0]: i for i, e in enumerate(env)}
+    for e in extra:
+        key, eq, _ = e.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid environment variable {e!r}")
+        if not eq:  # -e NAME: our value, or nothing (Docker)
+            if key not in os.environ:
+                continue
+            e = f"{key}={os.environ[key]}"
+        if key in index:
+            env[index[key]] = e
+        else:
+            index[key] = len(env)
+            env.append(e)
+    return env

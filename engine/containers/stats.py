@@ -15,9 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from engine import units
 from engine.cgroups import CgroupStats, detect, online_cpus, open_cgroup, read_system_cpu_ns
 from engine.containers.records import Container
 from engine.errors import EngineError
+from engine.units import bytes_size  # noqa: F401 - re-exported for callers
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
 
@@ -202,23 +204,9 @@ def memory_usage(mem: dict) -> int:
     return usage
 
 
-def _custom_size(size: float, base: float, units: tuple[str, ...], prec: int) -> str:
-    """go-units CustomSize with ``%.<prec>g``."""
-    i = 0
-    while size >= base and i < len(units) - 1:
-        size /= base
-        i += 1
-    return f"{size:.{prec}g}{units[i]}"
-
-
-def bytes_size(n: float) -> str:
-    """go-units BytesSize (binary, 4 significant digits): 1.5MiB."""
-    return _custom_size(float(n), 1024.0, ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"), 4)
-
-
 def human_size(n: float) -> str:
     """go-units HumanSizeWithPrecision(n, 3) (decimal): 1.23kB."""
-    return _custom_size(float(n), 1000.0, ("B", "kB", "MB", "GB", "TB", "PB", "EB"), 3)
+    return units.human_size(n, 3)
 
 
 def row(st: dict, ref: str = "", no_trunc: bool = False) -> dict[str, str]:

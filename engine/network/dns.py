@@ -29,7 +29,6 @@ library): the helper must start fast and the subset we need is small.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import functools
 import ipaddress
@@ -452,7 +451,9 @@ class Server:
         self.reload_asked = True
         self.bind_failed: set[str] = set()  # logged once each; retried every poll
         self.data_version = -1
-        self.db_ino = _ino(eng.config.db_path)
+        from engine import helpers
+
+        self.db_ino = helpers.db_inode(eng)
         try:
             self.idle_exit = float(os.environ.get(IDLE_EXIT_ENV) or IDLE_EXIT)
         except ValueError:
@@ -560,10 +561,7 @@ class Server:
         from engine import helpers
         from engine.network import resolver
 
-        if _ino(self.eng.config.db_path) != self.db_ino:
-            return False
-        h = helpers.lookup(self.eng, resolver.NAME)
-        return h is not None and h.pid == os.getpid()
+        return helpers.still_owner(self.eng, resolver.NAME, self.db_ino)
 
     def _close_all(self) -> None:
         for lst in list(self.listeners.values()):
@@ -813,13 +811,6 @@ def _is_local(addr: str) -> bool:
         return False
 
 
-def _ino(path: Path) -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return -1
-
-
 # -- process entry -----------------------------------------------------------------------
 
 CLONE_NEWNET = 0x40000000
@@ -855,15 +846,14 @@ class _Eng:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="berth-dns", description="Berth's DNS resolver")
-    p.add_argument("--root", required=True)
-    p.add_argument("--run-dir", required=True)
-    p.add_argument("--port", type=int, default=53)
-    args = p.parse_args(argv)
-    from engine.config import EngineConfig
+    from engine import helpers
 
-    env = dict(os.environ, BERTH_ROOT=args.root, BERTH_RUN=args.run_dir)
-    config = EngineConfig.from_env(env)
+    args, config = helpers.parse_helper_args(
+        argv,
+        "berth-dns",
+        "Berth's DNS resolver",
+        lambda p: p.add_argument("--port", type=int, default=53),
+    )
     if config.host_netns:
         enter_netns(config.host_netns)
     try:

@@ -26,7 +26,6 @@ Only IPv4 host addresses are published (nft.PortSpec's container side is IPv4).
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import ipaddress
@@ -830,7 +829,9 @@ class Keeper:
             self.idle_exit = float(os.environ.get(IDLE_EXIT_ENV) or IDLE_EXIT)
         except ValueError:
             self.idle_exit = IDLE_EXIT
-        self.db_ino = _ino(eng.config.db_path)
+        from engine import helpers
+
+        self.db_ino = helpers.db_inode(eng)
 
     def run(self) -> int:
         from engine import helpers
@@ -968,29 +969,16 @@ class Keeper:
     def _still_owner(self) -> bool:
         from engine import helpers
 
-        if _ino(self.eng.config.db_path) != self.db_ino:
-            return False  # the instance's root was deleted: nobody can release us
-        h = helpers.lookup(self.eng, KEEPER)
-        return h is not None and h.pid == os.getpid()
-
-
-def _ino(path: Path) -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return -1
+        # A deleted root means nobody can release us any more.
+        return helpers.still_owner(self.eng, KEEPER, self.db_ino)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="berth-ports", description="Berth's port keeper")
-    p.add_argument("--root", required=True)
-    p.add_argument("--run-dir", required=True)
-    args = p.parse_args(argv)
+    from engine import helpers
     from engine.api import Engine
-    from engine.config import EngineConfig
 
-    env = dict(os.environ, BERTH_ROOT=args.root, BERTH_RUN=args.run_dir)
-    eng = Engine(EngineConfig.from_env(env), actor="berth-ports")
+    _args, config = helpers.parse_helper_args(argv, "berth-ports", "Berth's port keeper")
+    eng = Engine(config, actor="berth-ports")
     return Keeper(eng).run()
 
 
