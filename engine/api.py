@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from engine.api_build import BuildAPI
 from engine.api_images import ImagesAPI
 from engine.api_maint import MaintAPI
 from engine.api_networks import NetworksAPI
+from engine.api_registry import RegistryAPI
 from engine.api_system import SystemAPI
 from engine.api_volumes import VolumesAPI
 from engine.config import EngineConfig
@@ -34,6 +36,8 @@ class Engine(
     MaintAPI,
     NetworksAPI,
     NetworkKernelAPI,
+    BuildAPI,
+    RegistryAPI,
 ):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()

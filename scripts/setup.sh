@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 DEB_PACKAGES="conmon crun runc busybox-static golang-github-containers-common \
   iptables nftables iproute2 iputils-ping redis-server tini psmisc \
-  python3-venv python3-dev gcc procps util-linux tar gzip"
+  python3-venv python3-dev gcc procps util-linux tar gzip \
+  docker-registry skopeo podman debootstrap apache2-utils chromium"
 
 missing=""
 for p in $DEB_PACKAGES; do
@@ -18,6 +19,15 @@ if [ -n "$missing" ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends $missing
+fi
+
+# Node.js + npm for the dashboard's front-end libraries (package.json). A machine
+# may already have Node from elsewhere (NodeSource ships npm inside nodejs).
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing Node.js and npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends nodejs npm
 fi
 
 PY=${BERTH_PYTHON:-python3}

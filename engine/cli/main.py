@@ -29,6 +29,9 @@ COMMAND_MODULES = (
     "engine.cli.cmd_maint",
     "engine.cli.cmd_network",
     "engine.cli.cmd_diagnose",
+    "engine.cli.cmd_build",
+    "engine.cli.cmd_registry",
+    "engine.cli.cmd_advise",
 )
 
 
@@ -67,12 +70,15 @@ VERB_MODULES = {
     "engine.cli.cmd_volumes": "volume",
     "engine.cli.cmd_system": "version info events system",
     "engine.cli.cmd_network": "network",
+    "engine.cli.cmd_build": "build builder",
+    "engine.cli.cmd_registry": "pull push login logout",
 }
 # Modules that add subcommands to verbs owned by another module.
 EXTENDS = {
     "container": ("engine.cli.cmd_ops", "engine.cli.cmd_stats"),
     "system": ("engine.cli.cmd_maint",),
     "network": ("engine.cli.cmd_diagnose",),
+    "image": ("engine.cli.cmd_build", "engine.cli.cmd_registry", "engine.cli.cmd_advise"),
 }
 
 
