@@ -1,6 +1,5 @@
-"""Websocket routes. Real consumers (logs, stats, events, tasks, terminal) arrive with
-issue 5; `ws/ping/` is the smoke test that the ASGI server, the session login and the
-channel layer all work together."""
+"""Websocket routes: each app's routing.py adds its own; `ws/ping/` is the smoke test that
+the ASGI server, the session login and the channel layer all work together."""
 
 from __future__ import annotations
 
@@ -8,6 +7,13 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import path
+
+from dashboard.accounts import routing as accounts_routing
+from dashboard.containers import routing as containers_routing
+from dashboard.images import routing as images_routing
+from dashboard.live import routing as live_routing
+from dashboard.resources import routing as resources_routing
+from dashboard.topology import routing as topology_routing
 
 
 class PingConsumer(AsyncWebsocketConsumer):
@@ -34,4 +40,10 @@ class PingConsumer(AsyncWebsocketConsumer):
 
 websocket_urlpatterns = [
     path("ws/ping/", PingConsumer.as_asgi()),
+    *accounts_routing.websocket_urlpatterns,
+    *containers_routing.websocket_urlpatterns,
+    *images_routing.websocket_urlpatterns,
+    *resources_routing.websocket_urlpatterns,
+    *live_routing.websocket_urlpatterns,
+    *topology_routing.websocket_urlpatterns,
 ]

@@ -42,6 +42,12 @@ INSTALLED_APPS = [
     "django_htmx",
     "channels",
     "dashboard.core",
+    "dashboard.accounts",
+    "dashboard.containers",
+    "dashboard.images",
+    "dashboard.resources",
+    "dashboard.live",
+    "dashboard.topology",
 ]
 
 MIDDLEWARE = [
@@ -90,7 +96,9 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# Front-end libraries come from npm (package.json, installed by scripts/setup.sh) and
+# are served straight from node_modules under static/vendor/<package>/...
+STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
 SESSION_COOKIE_HTTPONLY = True
@@ -128,10 +136,8 @@ CELERY_RESULT_EXTENDED = True
 # actions go to `quick` (the default), long operations are routed to `long` by name
 # (the queues themselves are declared in dashboard/celery.py).
 CELERY_TASK_DEFAULT_QUEUE = "quick"
-CELERY_TASK_ROUTES = {
-    f"dashboard.core.tasks.{verb}*": {"queue": "long"}
-    for verb in ("pull", "build", "push", "prune")
-}
+# Long tasks are named "long.<what>" (e.g. long.pull); everything else is quick.
+CELERY_TASK_ROUTES = {"long.*": {"queue": "long"}}
 # A worker process reserves one message at a time: a long task does not hold back
 # others it prefetched.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -42,6 +42,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
 fi
+# Front-end libraries (htmx, xterm.js, Cytoscape.js, uPlot) from the npm registry,
+# pinned by package-lock.json; served from node_modules (settings.STATICFILES_DIRS).
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: installing front-end packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
 # Byte-compile now: with PYTHONDONTWRITEBYTECODE set (as in some CI
 # environments) every `berth` call would otherwise recompile the engine (~50 ms).
 .venv/bin/python -m compileall -q engine dashboard >/dev/null

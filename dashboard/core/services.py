@@ -1,16 +1,12 @@
-"""The dashboard's one service layer: every view goes through here to reach the engine.
-
-A later issue points this at another host; views never import engine modules.
-"""
+"""Kept for the overview: the service layer is dashboard/services/."""
 
 from __future__ import annotations
 
-from engine.api import Engine
-from engine.config import EngineConfig
+from dashboard.services import engine_for
 
 
-def engine() -> Engine:
-    return Engine(EngineConfig.from_env())
+def engine():
+    return engine_for(None)
 
 
 def engine_info() -> dict:

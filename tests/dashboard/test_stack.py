@@ -241,7 +241,7 @@ def test_serve_runs_the_whole_stack(stack_env, stacks, tmp_path):
         assert info["DockerRootDir"] == str(tmp_path / "root")
         assert info["InstancePrefix"] == stack_env["BERTH_PREFIX"]
         assert result.queue == "quick" and result.worker.startswith("quick@")
-        route = app.amqp.router.route({}, "dashboard.core.tasks.pull_image")
+        route = app.amqp.router.route({}, "long.pull")  # long tasks are named long.<what>
         assert route["queue"].name == "long"
 
     # Ctrl-C: everything stops, nothing is left.

@@ -1,0 +1,73 @@
+"""Who may do what. Every view, htmx action and websocket checks here, on the server.
+
+Use:
+    @role_required("operator")            # views (403 for a logged-in user below it)
+    def stop(request, cid): ...
+
+    if not has_role(user, "operator"): ...  # anywhere (consumers: scope["user"])
+    await ws_role(scope, "viewer")          # in consumers: True when allowed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
+
+ORDER = {"viewer": 1, "operator": 2, "admin": 3}
+
+
+def role_of(user: Any) -> str | None:
+    """The highest role granted to ``user`` directly or through a team, or None."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return None
+    if user.is_superuser:
+        return "admin"
+    cached = getattr(user, "_berth_role", "unset")
+    if cached != "unset":
+        return cached
+    from django.db.models import Q
+
+    from dashboard.accounts.models import Grant
+
+    roles = Grant.objects.filter(Q(user=user) | Q(team__members=user)).values_list(
+        "role", flat=True
+    )
+    best = max(roles, key=lambda r: ORDER.get(r, 0), default=None)
+    user._berth_role = best
+    return best
+
+
+def has_role(user: Any, role: str) -> bool:
+    got = role_of(user)
+    return got is not None and ORDER[got] >= ORDER[role]
+
+
+def role_required(role: str) -> Callable:
+    """View decorator: login required (redirect), then ``role`` or higher (else 403)."""
+
+    def deco(view: Callable) -> Callable:
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not has_role(request.user, role):
+                raise PermissionDenied(f"needs the {role} role")
+            return view(request, *args, **kwargs)
+
+        return wrapper
+
+    return deco
+
+
+async def ws_role(scope: dict, role: str) -> bool:
+    """For consumers' connect(): the scope's user is logged in and has ``role``."""
+    from channels.db import database_sync_to_async
+
+    user = scope.get("user")
+    if user is None or not user.is_authenticated:
+        return False
+    return await database_sync_to_async(has_role)(user, role)

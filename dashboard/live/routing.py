@@ -1,0 +1,3 @@
+"""Websocket routes of this app (collected by dashboard/routing.py)."""
+
+websocket_urlpatterns: list = []
