@@ -15,6 +15,7 @@ from engine.api_maint import MaintAPI
 from engine.api_networks import NetworksAPI
 from engine.api_registry import RegistryAPI
 from engine.api_system import SystemAPI
+from engine.api_topology import TopologyAPI
 from engine.api_volumes import VolumesAPI
 from engine.config import EngineConfig
 from engine.containers.api import ContainersAPI
@@ -38,6 +39,7 @@ class Engine(
     NetworkKernelAPI,
     BuildAPI,
     RegistryAPI,
+    TopologyAPI,
 ):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()
