@@ -60,6 +60,9 @@ def _add_create_flags(p) -> None:
     a("-p", "--publish", action="append", default=[])
     a("-P", "--publish-all", action="store_true")
     a("--network-alias", "--net-alias", action="append", default=[])
+    a("--dns", action="append", default=[], help="a DNS server for the container")
+    a("--dns-search", action="append", default=[], help="a DNS search domain")
+    a("--dns-option", "--dns-opt", action="append", default=[], help="a resolv.conf option")
     a("--pid", default="")
     a("--ipc", default="")
     a("--runtime", dest="ctr_runtime", default="")
@@ -158,6 +161,9 @@ def _options(args):
         publish=_publish(args.publish),
         publish_all=args.publish_all,
         network_aliases=args.network_alias,
+        dns=o.parse_dns(args.dns),
+        dns_search=args.dns_search,
+        dns_options=args.dns_option,
         pid_mode=args.pid,
         ipc_mode=args.ipc,
         runtime=args.ctr_runtime,

@@ -109,6 +109,15 @@ def resolve(eng, opts: CreateOptions) -> Container:
             and not mode.startswith("container:")
         ):
             raise InvalidArgument(f"invalid {what} mode {mode!r}: use host or container:NAME")
+    if opts.dns:
+        from engine.containers.options import parse_dns
+
+        opts.dns = parse_dns(opts.dns)  # callers other than the CLI (the dashboard) too
+    if (opts.dns or opts.dns_search or opts.dns_options) and (
+        opts.network == "host" or opts.network.startswith("container:")
+    ):
+        # Docker: "conflicting options: dns and the network mode".
+        raise InvalidArgument(f"conflicting options: --dns* and --network {opts.network}")
     if opts.runtime and opts.runtime not in ("crun", "runc"):
         raise InvalidArgument(f"unknown runtime {opts.runtime!r}: use crun or runc")
     # Fail now, not at start, on capabilities the host cannot grant.

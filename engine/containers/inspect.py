@@ -138,6 +138,9 @@ def inspect(eng, c: Container) -> dict:
         ]
         or None,
         "NetworkMode": o.network,
+        "Dns": list(o.dns),
+        "DnsSearch": list(o.dns_search),
+        "DnsOptions": list(o.dns_options),
         "RestartPolicy": {"Name": o.restart.name, "MaximumRetryCount": o.restart.max_retries},
         "AutoRemove": o.auto_remove,
         "CapAdd": o.cap_add or None,

@@ -93,14 +93,17 @@ def _etc_files(eng, c: Container, p: Paths) -> list[dict]:
         ln for ln in host_resolv.splitlines()
         if not (ln.startswith("nameserver") and (" 127." in ln or " ::1" in ln))
     ]  # fmt: skip
-    files["resolv.conf"] = "\n".join(lines) + "\n"
+    files["resolv.conf"] = _with_dns_flags("\n".join(lines) + "\n", c.opts, servers=True)
     if c.opts.network not in ("none", "host", "bridge") and not c.opts.network.startswith(
         "container:"
     ):
-        # User-defined networks: Berth's resolver on the gateway answers container names.
+        # User-defined networks: Berth's resolver on the gateway answers container names
+        # (and forwards to --dns servers, if given); --dns-search/--dns-option apply here.
         from engine.network import resolver
 
-        files["resolv.conf"] = resolver.resolv_conf_for(eng, c, host_resolv) or files["resolv.conf"]
+        ours = resolver.resolv_conf_for(eng, c, host_resolv)
+        if ours:
+            files["resolv.conf"] = _with_dns_flags(ours, c.opts, servers=False)
     out = []
     for name, text in files.items():
         if c.opts.network == "host" and name != "hostname":
@@ -116,6 +119,24 @@ def _etc_files(eng, c: Container, p: Paths) -> list[dict]:
             }
         )
     return out
+
+
+def _with_dns_flags(text: str, opts, servers: bool) -> str:
+    """resolv.conf with --dns (nameservers, when ``servers``), --dns-search and
+    --dns-option replacing the lines of the same kind, as Docker writes it."""
+    replace = {
+        "nameserver": [f"nameserver {ip}" for ip in opts.dns] if servers else [],
+        "search": ["search " + " ".join(opts.dns_search)] if opts.dns_search else [],
+        "options": ["options " + " ".join(opts.dns_options)] if opts.dns_options else [],
+    }
+    replace = {k: v for k, v in replace.items() if v}
+    if not replace:
+        return text
+    kept = [ln for ln in text.splitlines() if (ln.split() or [""])[0] not in replace]
+    if "domain" in (ln.split()[0] for ln in kept if ln.split()) and "search" in replace:
+        kept = [ln for ln in kept if not ln.startswith("domain")]  # search overrides it
+    added = [ln for k in ("nameserver", "search", "options") for ln in replace.get(k, [])]
+    return "\n".join(kept + added) + "\n"
 
 
 def _volume_mounts(eng, c: Container, p: Paths) -> list[dict]:

@@ -82,6 +82,9 @@ class CreateOptions:
     publish: list[dict] = field(default_factory=list)  # -p, as ports.PortBinding.to_dict()
     publish_all: bool = False  # -P
     network_aliases: list[str] = field(default_factory=list)
+    dns: list[str] = field(default_factory=list)  # --dns: nameserver addresses
+    dns_search: list[str] = field(default_factory=list)  # --dns-search
+    dns_options: list[str] = field(default_factory=list)  # --dns-option
     pid_mode: str = ""
     ipc_mode: str = ""
     runtime: str = ""
@@ -107,6 +110,19 @@ def parse_size(text: str, what: str = "size") -> int:
             f"invalid {what} {text!r}: expected a number with an optional unit (b, k, m, g)"
         )
     return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def parse_dns(servers: list[str]) -> list[str]:
+    """--dns values: IP addresses only (a name would need a resolver to find the resolver)."""
+    import ipaddress
+
+    out = []
+    for text in servers:
+        try:
+            out.append(str(ipaddress.ip_address(text.strip())))
+        except ValueError:
+            raise InvalidArgument(f"invalid --dns {text!r}: not an IP address") from None
+    return out
 
 
 def parse_cpus(text: str) -> float:

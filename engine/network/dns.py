@@ -339,6 +339,25 @@ def load_peer_zones(db) -> dict[str, list[str]]:
     return {ip: by_container[cid] for ip, cid in ips.items()}
 
 
+def load_client_upstreams(db) -> dict[str, list[tuple[str, int]]]:
+    """Client address -> the --dns servers of the container that owns it (if any)."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    sql = (
+        "SELECT e.ip, c.config FROM endpoints e JOIN containers c ON c.id = e.container_id"
+        " WHERE c.state IN ('running', 'paused') AND e.ip IS NOT NULL AND e.ip <> ''"
+        # Only rows whose options name a server (state.py writes compact JSON).
+        ' AND c.config LIKE \'%"dns":["%\''
+    )
+    for r in db.query(sql):
+        try:
+            servers = json.loads(r["config"])["opts"].get("dns") or []
+        except (ValueError, KeyError, TypeError):
+            continue
+        if servers:
+            out[r["ip"]] = [(ip, 53) for ip in servers]
+    return out
+
+
 # -- upstream servers --------------------------------------------------------------------
 
 UPSTREAM_ENV = "BERTH_DNS_UPSTREAM"  # "none", or "IP[:PORT],[IPv6]:PORT,..."
@@ -422,6 +441,7 @@ class _Forward:
     raw: bytes
     query: Query
     reply: Reply
+    upstreams: list[tuple[str, int]] = field(default_factory=list)
     index: int = 0  # which upstream server
     sock: socket.socket | None = None
     deadline: float = 0.0
@@ -444,6 +464,7 @@ class Server:
         self.sel = selectors.DefaultSelector()
         self.zones: dict[str, Zone] = {}
         self.peer_zones: dict[str, list[str]] = {}
+        self.client_upstreams: dict[str, list[tuple[str, int]]] = {}
         self.listeners: dict[str, _Listener] = {}
         self.forwards: dict[socket.socket, _Forward] = {}
         self.tcp: dict[socket.socket, _TcpConn] = {}
@@ -590,6 +611,7 @@ class Server:
         self._changed()  # the version this load reflects (at least)
         self.zones = load_zones(self.eng.db)
         self.peer_zones = load_peer_zones(self.eng.db)
+        self.client_upstreams = load_client_upstreams(self.eng.db)
         for zid, lst in list(self.listeners.items()):
             z = self.zones.get(zid)
             if z is None or z.gateway != lst.gateway:
@@ -663,7 +685,10 @@ class Server:
             zone = self.zones.get(zone_id)
             if zone is None:
                 return
-        can_forward = bool(self.upstreams) and not zone.internal
+        # A container run with --dns forwards to its own servers (Docker's embedded DNS
+        # does the same); everyone else to the host's.
+        upstreams = self.client_upstreams.get(client) or self.upstreams
+        can_forward = bool(upstreams) and not zone.internal
         if q.name not in zone.names:
             # The asking container's other networks know names this one does not.
             for zid in self.peer_zones.get(client, ()):
@@ -677,7 +702,7 @@ class Server:
         elif len(self.forwards) >= MAX_FORWARDS:
             reply(build_response(q, SERVFAIL, authoritative=False))
         else:
-            self._send_upstream(_Forward(data, q, reply))
+            self._send_upstream(_Forward(data, q, reply, upstreams))
 
     # -- forwarding --------------------------------------------------------------------------
 
@@ -685,8 +710,8 @@ class Server:
         """Send ``f`` to its next upstream server, or answer SERVFAIL if none is left.
         A fresh connected socket per query: a random source port, and only that
         server's packets are read (spoofing a reply needs both ID and port)."""
-        while f.index < len(self.upstreams):
-            host, port = self.upstreams[f.index]
+        while f.index < len(f.upstreams):
+            host, port = f.upstreams[f.index]
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             s = socket.socket(family, socket.SOCK_DGRAM)
             try:

@@ -260,13 +260,14 @@ _FAKE_UPSTREAM = """
 import socket, sys
 from engine.network import dns
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind(("127.0.0.1", int(sys.argv[1])))
+s.bind((sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1", int(sys.argv[1])))
+answer = sys.argv[3] if len(sys.argv) > 3 else "192.0.2.7"
 print("ready", flush=True)
 while True:
     data, addr = s.recvfrom(4096)
     q = dns.parse_query(data)
     if q is not None:
-        s.sendto(dns.build_response(q, addrs=["192.0.2.7"], authoritative=False), addr)
+        s.sendto(dns.build_response(q, addrs=[answer], authoritative=False), addr)
 """
 
 
@@ -318,5 +319,56 @@ def test_forwarding_servfail_and_idle_exit(net_env, monkeypatch):
         assert ensure_resolver(eng) is None  # nothing needs one
     finally:
         _stop(eng, pid)
+        fake.kill()
+        fake.wait()
+
+
+def test_dns_flags_write_resolv_conf_and_pick_the_upstream(net_env):
+    b = net_env.berth
+    # Default bridge: --dns* replace the host's lines in the container's resolv.conf.
+    out = b(
+        "run", "--rm", "--dns", "192.0.2.53", "--dns-search", "corp.test",
+        "--dns-option", "ndots:2", "busybox", "cat", "/etc/resolv.conf", check=True,
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert [ln for ln in lines if ln.startswith("nameserver")] == ["nameserver 192.0.2.53"]
+    assert "search corp.test" in lines and "options ndots:2" in lines
+
+    # Bad input: named, nothing created.
+    bad = b("run", "--name", "bad", "--dns", "dns.example", "busybox", "true")
+    assert bad.returncode == 125 and "invalid --dns 'dns.example'" in bad.stderr
+    bad = b("create", "--name", "bad", "--network", "host", "--dns", "192.0.2.1", "busybox")
+    assert bad.returncode == 125 and "conflicting options" in bad.stderr
+    assert b("ps", "-aq").stdout.strip() == ""
+
+    # User-defined network: resolv.conf keeps our resolver (with the search domain), and
+    # the resolver forwards this container's other names to its --dns server only.
+    _create_network(net_env, "dn", "10.79.5.0/24")
+    fake = subprocess.Popen(
+        ["ip", "netns", "exec", net_env.host_netns, sys.executable, "-c", _FAKE_UPSTREAM,
+         "53", "127.0.0.53", "192.0.2.8"],
+        stdout=subprocess.PIPE, text=True, cwd=str(REPO),
+    )  # fmt: skip
+    eng = net_env.engine()
+    try:
+        assert fake.stdout and fake.stdout.readline().strip() == "ready"
+        b("run", "-d", "--name", "withdns", "--network", "dn", "--dns", "127.0.0.53",
+          "--dns-search", "corp.test", "busybox", "sleep", "300", check=True)  # fmt: skip
+        b("run", "-d", "--name", "plain", "--network", "dn", "busybox", "sleep", "300", check=True)
+        conf = b("exec", "withdns", "cat", "/etc/resolv.conf", check=True).stdout.splitlines()
+        assert [ln for ln in conf if ln.startswith("nameserver")] == ["nameserver 10.79.5.1"]
+        assert "search corp.test" in conf
+        inspect = json.loads(b("inspect", "withdns", check=True).stdout)[0]
+        assert inspect["HostConfig"]["Dns"] == ["127.0.0.53"]
+        out = _nslookup(b, "withdns", "example.org", "10.79.5.1")
+        assert out.returncode == 0 and "192.0.2.8" in out.stdout, out.stdout + out.stderr
+        # The other container has no --dns and this engine no upstream: no answer.
+        out = _nslookup(b, "plain", "example.org", "10.79.5.1")
+        assert "192.0.2.8" not in out.stdout
+        # Names on the network are still ours.
+        out = _nslookup(b, "withdns", "plain", "10.79.5.1")
+        assert out.returncode == 0 and _ipaddr(b, "plain") in out.stdout
+    finally:
+        _stop(eng, None)
         fake.kill()
         fake.wait()
