@@ -360,12 +360,18 @@ class NetworksAPI:
             # deletes) must not pin the network forever.
             for ep in store.stale_endpoints(self.db, rec.id):
                 ipam.release(self.db, rec.id, ep.container_id)
-            if store.endpoints_of_network(self.db, rec.id):
+            # Stopped (or never started) containers hold an address but no link: Docker
+            # lets the network go and their next start fails with "network X not
+            # found". Only containers with a live process keep it.
+            eps = store.endpoints_of_network(self.db, rec.id)
+            if any(_container_live(self.db, ep.container_id) for ep in eps):
                 raise Conflict(
                     f"error while removing network: network {rec.name} id {rec.id}"
                     " has active endpoints",
                     obj=rec.name,
                 )
+            for ep in eps:  # none is live: the stopped ones give their addresses back
+                ipam.release(self.db, rec.id, ep.container_id)
             self._call_hook("_network_teardown_hook", rec)
             store.delete_network(self.db, rec.id)
         self.emit("network", "destroy", rec.id, name=rec.name, type=rec.driver)
@@ -501,6 +507,16 @@ def endpoint_id(ep: Endpoint) -> str:
     import hashlib
 
     return hashlib.sha256(f"{ep.network_id}/{ep.container_id}".encode()).hexdigest()
+
+
+def _container_live(db, container_id: str) -> bool:
+    """Has the container a process (running, paused, or mid-start with its pid)?"""
+    from engine.runtime.oci import pid_alive
+
+    row = db.one("SELECT state, pid FROM containers WHERE id=?", (container_id,))
+    if row is None:
+        return False
+    return row["state"] in ("running", "paused") or bool(row["pid"] and pid_alive(row["pid"]))
 
 
 def _validate_name(name: str) -> None:

@@ -183,6 +183,11 @@ class NetworkKernelAPI:
             # Containers made before membership was recorded at create: join once.
             self.join_primary_network(c)
         eps = self.container_endpoints(c.id)
+        primary = c.opts.network
+        if primary not in ("", "none", "host") and not primary.startswith("container:"):
+            if not any(store.by_id(self.db, ep.network_id) for ep in eps):
+                # Its network was removed while it was stopped (Docker's message).
+                self.get_network(primary)  # NotFound: "network X not found"
         route_to = self._default_route_endpoint(c, eps)
         for ep in eps:
             # Shared network lock: `network rm` (exclusive) cannot run between our

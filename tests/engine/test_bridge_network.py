@@ -499,3 +499,26 @@ def test_names_resolve_across_all_of_a_containers_networks_and_for_shared_netns(
     )
     b("rm", "-f", "side", "api", "db", check=True)
     b("network", "rm", "front", "back", check=True)
+
+
+def test_network_rm_with_a_stopped_container(net_env):
+    """Docker lets a network go while only stopped containers are on it; their next
+    start names the missing network. A running one still pins it."""
+    b = net_env.berth
+    b("network", "create", "--subnet", "10.82.0.0/24", "gone", check=True)
+    b("run", "-d", "--name", "up", "--network", "gone", "busybox", "sleep", "300", check=True)
+    b("create", "--name", "idle", "--network", "gone", "busybox", "true", check=True)
+    p = b("network", "rm", "gone")
+    assert p.returncode != 0 and "active endpoints" in p.stderr
+    b("stop", "-t", "0", "up", check=True)
+    b("network", "rm", "gone", check=True)
+    assert b("network", "ls", "-q", "--filter", "name=^gone$").stdout.strip() == ""
+    for name in ("up", "idle"):
+        p = b("start", name)
+        assert p.returncode != 0 and "network gone not found" in p.stderr, p.stderr
+        state = json.loads(b("inspect", name, check=True).stdout)[0]["State"]
+        assert not state["Running"]
+    # Its subnet is free again, and the containers can still be removed.
+    b("network", "create", "--subnet", "10.82.0.0/24", "again", check=True)
+    b("rm", "up", "idle", check=True)
+    b("network", "rm", "again", check=True)
