@@ -114,6 +114,10 @@ class StateDB:
         with self.write() as c:
             c.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (key, value))
 
+    def delete_kv(self, key: str) -> None:
+        with self.write() as c:
+            c.execute("DELETE FROM kv WHERE key=?", (key,))
+
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=False)

@@ -59,9 +59,16 @@ class NetworkKernelAPI:
 
     # -- NetworksAPI hooks --------------------------------------------------------------
     def _network_setup_hook(self, rec) -> None:
-        if rec.driver != "bridge":
-            return  # macvlan/ipvlan links: not implemented yet (the record is kept)
         from engine.network import links, sysctl
+
+        if rec.driver != "bridge":
+            # macvlan/ipvlan: containers' links are made at start; a VLAN parent
+            # (eth0.10) is made here, and removed with the network if we made it.
+            if rec.parent and links.ensure_vlan(self.config.host_netns, rec.parent):
+                self.db.set_kv(f"network-made-vlan:{rec.id}", rec.parent)
+                self.emit("network", "host_changes", rec.id, name=rec.name,
+                          vlan_created=rec.parent)  # fmt: skip
+            return
 
         net = ipaddress.ip_network(rec.subnet)
         kind = links.link_kind(self.config.host_netns, rec.bridge)
@@ -87,9 +94,19 @@ class NetworkKernelAPI:
                   rules_added=str(len(changes.get("added", []))))  # fmt: skip
 
     def _network_teardown_hook(self, rec) -> None:
+        from engine.network import links, nft
+
+        if rec.driver in ("macvlan", "ipvlan"):
+            key = f"network-made-vlan:{rec.id}"
+            made = self.db.get_kv(key)
+            if made:
+                removed = links.delete_link(self.config.host_netns, made)
+                self.db.delete_kv(key)
+                self.emit("network", "host_changes", rec.id, name=rec.name,
+                          vlan_removed=made if removed else "")  # fmt: skip
+            return
         if rec.driver != "bridge" or not rec.bridge:
             return
-        from engine.network import links, nft
 
         if self._preexisting(rec):
             net = ipaddress.ip_network(rec.subnet)

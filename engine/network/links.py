@@ -94,6 +94,34 @@ def ensure_bridge(host_netns: str, name: str, gateway: str, prefixlen: int, mtu:
     return True
 
 
+def vlan_parent(name: str) -> tuple[str, int] | None:
+    """``eth0.10`` -> ("eth0", 10): a parent named as Docker names 802.1q sub-interfaces."""
+    base, dot, vid = name.rpartition(".")
+    if dot and base and vid.isdigit() and 1 <= int(vid) <= 4094:
+        return base, int(vid)
+    return None
+
+
+def ensure_vlan(host_netns: str, name: str) -> bool:
+    """Create the 802.1q sub-interface ``base.VID`` if absent and bring it up (Docker
+    does this for ``-o parent=eth0.10``); True if we made it."""
+    split = vlan_parent(name)
+    if split is None or link_exists(host_netns, name):
+        return False
+    base, vid = split
+    if len(name) > 15:
+        raise EngineError(f"parent interface name {name} is longer than 15 characters")
+    p = _ip(host_netns, batch=[f"link add link {base} name {name} type vlan id {vid}",
+                               f"link set {name} up"], check=False)  # fmt: skip
+    if p.returncode != 0:
+        link_exists(host_netns, name) and delete_link(host_netns, name)
+        err = _error_text(p.stderr)
+        if "Unknown device type" in err:
+            err = "this kernel has no 802.1q VLAN support (module 8021q)"
+        raise EngineError(f"cannot create VLAN interface {name} on {base}: {err}")
+    return True
+
+
 def delete_link(host_netns: str, name: str) -> bool:
     """Delete a link (bridge or veth end); False if it was not there."""
     p = _ip(host_netns, "link", "del", name, check=False)

@@ -522,3 +522,32 @@ def test_network_rm_with_a_stopped_container(net_env):
     b("network", "create", "--subnet", "10.82.0.0/24", "again", check=True)
     b("rm", "up", "idle", check=True)
     b("network", "rm", "again", check=True)
+
+
+def test_macvlan_on_a_vlan_parent(net_env):
+    """-o parent=par0.10 makes the 802.1q sub-interface (Docker does) and removes it with
+    the network; on a kernel without VLAN support the error says so and nothing stays."""
+    ns, b = net_env.host_netns, net_env.berth
+    subprocess.run(["ip", "-n", ns, "link", "add", "par0", "type", "veth", "peer", "name", "par1"],
+                   check=True)  # fmt: skip
+    probe = subprocess.run(["ip", "-n", ns, "link", "add", "link", "par0", "name", "par0.9",
+                            "type", "vlan", "id", "9"], capture_output=True)  # fmt: skip
+    p = b("network", "create", "-d", "macvlan", "--subnet", "10.89.0.0/24",
+          "-o", "parent=par0.10", "vlan10")  # fmt: skip
+    links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True).stdout
+    if probe.returncode != 0:
+        assert p.returncode == 125 and "no 802.1q VLAN support" in p.stderr, p.stderr
+        assert "par0.10" not in links
+        assert b("network", "ls", "-q", "--filter", "name=vlan10").stdout.strip() == ""
+        pytest.skip("this kernel has no VLAN support: only the error path was checked")
+    assert p.returncode == 0, p.stderr
+    assert "par0.10@par0" in links
+    b("network", "rm", "vlan10", check=True)
+    links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True).stdout
+    assert "par0.10" not in links
+    # A sub-interface that was there before is used and left alone.
+    b("network", "create", "-d", "macvlan", "--subnet", "10.89.0.0/24", "-o", "parent=par0.9",
+      "vlan9", check=True)  # fmt: skip
+    b("network", "rm", "vlan9", check=True)
+    links = subprocess.run(["ip", "-n", ns, "-o", "link"], capture_output=True, text=True).stdout
+    assert "par0.9@par0" in links
