@@ -36,11 +36,13 @@ def advise_image(store: ImageStore, ref: str, top: int = 10) -> dict[str, Any]:
     """The report for image ``ref`` (name or ID) in ``store``."""
     from engine.images.advise_image import find_all, short_cmd, steps
 
-    rec = store.get(ref)
+    rec, matched = store.resolve(ref)
     infos = store.layer_infos(rec)
     img = scan_image([i.path for i in infos])
     st = steps(rec.config, len(infos))
-    findings = find_all(img, rec.config, base_names(rec.config, list(rec.repo_tags)))
+    # Asked by name, judge that name (the image may be a base itself); by ID, every tag.
+    own = [ref] if matched else list(rec.repo_tags)
+    findings = find_all(img, rec.config, base_names(rec.config, own))
     by_layer = {s.layer: s for s in st if s.layer is not None}
     layers = []
     for layer, info in zip(img.layers, infos, strict=True):

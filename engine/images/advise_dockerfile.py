@@ -36,6 +36,12 @@ _PURGE = re.compile(
     r"\b(?:apt-get|apt)\s+(?:-\S+\s+)*(?:purge|remove|autoremove)\b|\bapk\s+(?:-\S+\s+)*del\b"
     r"|\b(?:yum|dnf)\s+(?:-\S+\s+)*(?:remove|erase)\b"
 )
+# What in a RUN writes a path: download outputs, redirections, extraction dirs, copies.
+_WRITES = (
+    r"(?:-O\s*|-o\s*|--output(?:-document)?[=\s]|>>?\s*|\btee\s+(?:-a\s+)?|-C\s*"
+    r"|\bclone\s+\S+\s+|\bmkdir\s+(?:-p\s+)?|\b(?:cp|mv)\s+(?:-\S+\s+)*\S+\s+|\btouch\s+)['\"]?"
+)
+_SHARED_DIRS = ("/tmp", "/var", "/usr", "/root", "/opt", "/home", "/etc", "/srv")
 _RM = re.compile(r"(?:^|\s)rm\s+((?:-\S+\s+)*)(.*)$")
 
 
@@ -271,6 +277,8 @@ class _Analysis:
         return out
 
     def _made_earlier(self, target: str, earlier: list[tuple[Instruction, str]]):
+        """The latest earlier step that made ``target``: a COPY/ADD whose files it
+        covers (with their bytes), else a RUN that writes it or fills that cache."""
         for ins, wd in reversed(earlier):
             if self.from_context(ins):
                 hit = {p: v for p, v in self.copies(ins, wd).items() if _covers(target, p)}
@@ -282,17 +290,19 @@ class _Analysis:
                         size,
                         [{"path": p, "size": s, "line": ins.line} for p, (_, s) in top],
                     )
-            elif ins.keyword == "RUN":
-                cmd = _cmd(ins)
-                literal = target.split("*", 1)[0].rstrip("/")
-                if len(literal) > 4 and literal not in ("/tmp", "/var", "/usr", "/root"):
-                    if literal in cmd:
-                        return ins, 0, []
-                for c in R.CACHES:
-                    if any(w in cmd for w in c.fills) and any(
-                        p.startswith(literal) or literal.startswith(p) for p in c.patterns
-                    ):
-                        return ins, 0, []
+        literal = target.split("*", 1)[0].rstrip("/")
+        writes = re.compile(_WRITES + re.escape(literal) + r"(?:[/\s'\"]|$)")
+        for ins, _wd in reversed(earlier):
+            if ins.keyword != "RUN":
+                continue
+            cmd = _cmd(ins)
+            if len(literal) > 4 and literal not in _SHARED_DIRS and writes.search(cmd):
+                return ins, 0, []
+            for c in R.CACHES:
+                if any(w in cmd for w in c.fills) and any(
+                    p.startswith(literal) or literal.startswith(p) for p in c.patterns
+                ):
+                    return ins, 0, []
         return None
 
     def merge_runs(self) -> list[Finding]:
@@ -387,25 +397,26 @@ class _Analysis:
         return "" if user.split(":", 1)[0] in ("root", "0") else user
 
     def secrets(self) -> list[Finding]:
-        hits: list[tuple[Instruction, str]] = []
-        for ins in self.df.instructions:
-            if ins.keyword == "ARG":
-                for a in ins.args:
-                    name = a.split("=", 1)[0]
-                    if R.secret_name(name):
-                        hits.append((ins, f"ARG {name}"))
-            elif ins.keyword in ("ENV", "LABEL"):
-                for k, v in ins.pairs:
-                    if R.secret_name(self.word(k)) and self.word(v):
-                        hits.append((ins, f"{ins.keyword} {k}={R.masked(self.word(v))}"))
         out = []
-        for ins, what in hits:
-            out.append(self._f(R.SECRET_IN_CONFIG, "warning", f"secret-looking {what.split()[0]} "
-                               f"{what.split()[1].split('=')[0]}",
-                               f"{what}: ENV and LABEL values are in the image config, ARG "
-                               "values in its history, for anyone who can pull it.",
-                               "pass secrets with RUN --mount=type=secret or at run time",
-                               [ins]))  # fmt: skip
+        for ins in self.df.instructions:
+            found: list[tuple[str, str]] = []  # (name, value as written)
+            if ins.keyword == "ARG":
+                found = [(a.split("=", 1)[0], a.partition("=")[2]) for a in ins.args]
+                found = [(k, v) for k, v in found if R.secret_name(k)]
+            elif ins.keyword in ("ENV", "LABEL"):
+                found = [(k, v) for k, v in ins.pairs if R.secret_name(self.word(k))
+                         and self.word(v)]  # fmt: skip
+            for name, value in found:
+                f = self._f(R.SECRET_IN_CONFIG, "warning",
+                            f"secret-looking {ins.keyword} {self.word(name)}",
+                            f"{ins.keyword} {name}" + (f"={R.masked(self.word(value))}" if value
+                                                       else " (no default)")
+                            + ": ENV and LABEL values are in the image config, ARG values in "
+                            "its history, for anyone who can pull it.",
+                            "pass secrets with RUN --mount=type=secret or at run time", [ins])  # fmt: skip
+                # Never repeat the value: the report may be shown to others (dashboard).
+                f.text = [_hide(t, [v for _, v in found]) for t in f.text]
+                out.append(f)
         return out
 
     def secret_files(self) -> list[Finding]:
@@ -438,6 +449,14 @@ class _Analysis:
                                "extra behaviour is not needed and can surprise.",
                                "use COPY", [ins]))  # fmt: skip
         return out
+
+
+def _hide(text: str, values: list[str]) -> str:
+    for v in values:
+        bare = v.strip("'\"")
+        if bare:
+            text = text.replace(bare, R.masked(bare))
+    return text
 
 
 def _rm_targets(cmd: str, workdir: str) -> list[str]:

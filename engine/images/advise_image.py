@@ -44,9 +44,13 @@ def step_text(s: Step) -> str:
 
 
 def short_cmd(created_by: str, width: int = 100) -> str:
-    text = " ".join(created_by.replace("/bin/sh -c #(nop) ", "").split())
+    text = " ".join(redact(created_by).replace("/bin/sh -c #(nop) ", "").split())
     text = text.removesuffix(" # buildkit")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _n(count: int, what: str = "file") -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
 
 
 def _ex(path: str, size: int, layer: int) -> dict:
@@ -140,7 +144,7 @@ def package_caches(img: ImageFiles, st: list[Step]) -> list[Finding]:
                 R.PACKAGE_CACHE,
                 "warning",
                 f"{name} left in layer {li}",
-                f"{len(files)} files, {human_size(total)} of {name}{note}.",
+                f"{_n(len(files))}, {human_size(total)} of {name}{note}.",
                 cache.fix,
                 bytes=total,
                 layers=[li],
@@ -173,7 +177,7 @@ def wasted(img: ImageFiles, st: list[Step]) -> list[Finding]:
                 fid,
                 "warning",
                 title,
-                f"{len(files)} files, {human_size(total)} still shipped in layer {added}.",
+                f"{_n(len(files))}, {human_size(total)} still shipped in layer {added}.",
                 fix,
                 bytes=total,
                 layers=[added, removed],
@@ -312,6 +316,14 @@ def history_args(created_by: str) -> list[tuple[str, str]]:
         k, _, v = w.partition("=")
         out.append((k, v))
     return out
+
+
+def redact(created_by: str) -> str:
+    """The history entry with secret-looking build-arg values masked."""
+    for k, v in history_args(created_by):
+        if v and R.secret_name(k):
+            created_by = created_by.replace(f"{k}={v}", f"{k}={R.masked(v)}", 1)
+    return created_by
 
 
 def secrets_in_config(config: dict, st: list[Step]) -> list[Finding]:
