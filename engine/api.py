@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+from engine.api_advise import AdviseAPI
 from engine.api_build import BuildAPI
 from engine.api_images import ImagesAPI
 from engine.api_maint import MaintAPI
@@ -40,6 +41,7 @@ class Engine(
     BuildAPI,
     RegistryAPI,
     TopologyAPI,
+    AdviseAPI,
 ):
     def __init__(self, config: EngineConfig | None = None, actor: str | None = None):
         self.config = config or EngineConfig.from_env()
