@@ -8,6 +8,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -257,10 +258,38 @@ def _leaks() -> list[str]:
     return found
 
 
+def _servers_left(basetemp: Path) -> list[str]:
+    """Processes (registries, Redis, Celery, Daphne, Chromium...) that tests started with
+    a path under this session's tmp dir and did not stop."""
+    mark = str(basetemp).encode()
+    me = os.getpid()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if mark in cmd:
+            text = cmd.replace(b"\0", b" ")[:120].decode(errors="replace")
+            found.append(f"process {pid}: {text}")
+    return found
+
+
 def pytest_sessionfinish(session, exitstatus):
     if os.geteuid() != 0:
         return
     leaks = _leaks()
+    try:
+        basetemp = session.config._tmp_path_factory.getbasetemp()
+    except Exception:  # no test asked for a tmp dir
+        basetemp = None
+    if basetemp is not None:
+        deadline = time.monotonic() + 10  # a server may still be on its way out
+        while (left := _servers_left(basetemp)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        leaks += left
     if leaks:
         print("\nLEAK CHECK FAILED: tests left behind:\n  " + "\n  ".join(leaks), file=sys.stderr)
         session.exitstatus = 1
