@@ -1,31 +1,37 @@
 """The audit log: record() for every state-changing dashboard action.
 
-CLI actions reach the log from the engine's events (each carries its actor).
+CLI actions reach the log from the engine's events (each carries its actor): see
+dashboard/services/accounts.py, import_engine_events(). This module holds what
+needs no engine: masking, recording, and the filters the audit page and CSV share.
 """
 
 from __future__ import annotations
 
 import re
+from datetime import datetime, time, timedelta
 from typing import Any
 
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-SECRET_KEY_RE = re.compile(r"pass|secret|token|key|credential|auth", re.I)
+SECRET_KEY_RE = re.compile(r"pass|secret|token|key|credential|auth|pwd", re.I)
+MASK = "****"
 
 
 def mask(params: Any) -> Any:
-    """Secrets masked: values of keys that look secret, and K=V env entries likewise."""
+    """Secrets masked: values of keys that look secret, and K=V entries likewise
+    (environment variables such as ``DB_PASSWORD=x`` in a list or a string)."""
     if isinstance(params, dict):
         return {
-            k: ("****" if SECRET_KEY_RE.search(str(k)) and v else mask(v))
+            k: (MASK if SECRET_KEY_RE.search(str(k)) and v not in (None, "") else mask(v))
             for k, v in params.items()
         }
     if isinstance(params, list | tuple):
         return [mask(v) for v in params]
     if isinstance(params, str) and "=" in params:
         k, _, v = params.partition("=")
-        if SECRET_KEY_RE.search(k) and v:
-            return f"{k}=****"
+        if SECRET_KEY_RE.search(k) and v and "\n" not in k:
+            return f"{k}={MASK}"
     return params
 
 
@@ -42,6 +48,7 @@ def record(
     host_changes: list | None = None,
     *,
     user: Any = None,
+    source: str = "web",
 ) -> None:
     """Append an entry. ``request`` gives the user and address (or pass ``user``)."""
     from dashboard.accounts.models import AuditEntry
@@ -50,11 +57,95 @@ def record(
     AuditEntry.objects.create(
         ts=timezone.now(),
         actor=getattr(u, "username", "") or "anonymous",
-        source="web",
+        source=source,
         address=client_address(request),
         action=action,
-        target=target,
+        target=str(target)[:255],
         params=mask(params or {}),
-        result=result,
-        host_changes=host_changes or [],
+        result=str(result)[:255],
+        host_changes=mask(host_changes or []),
     )
+
+
+# -- the page's filters ----------------------------------------------------------------
+
+FILTERS = ("actor", "action", "target", "source", "since", "until", "q")
+
+
+def _day(value: str, field: str, errors: dict[str, str]) -> datetime | None:
+    if not value:
+        return None
+    try:
+        day = datetime.strptime(value.strip(), "%Y-%m-%d").date()
+    except ValueError:
+        errors[field] = f"{value!r} is not a date (YYYY-MM-DD)"
+        return None
+    return timezone.make_aware(datetime.combine(day, time.min), timezone.get_default_timezone())
+
+
+def filter_entries(qs: QuerySet, args: Any) -> tuple[QuerySet, dict[str, str]]:
+    """Apply the audit page's filters (a QueryDict or dict); returns (queryset, errors by
+    field). actor/action/target match a substring (case-insensitive); since/until are
+    days, both included; q searches every text column, parameters and host changes."""
+    errors: dict[str, str] = {}
+    get = {k: (args.get(k) or "").strip() for k in FILTERS}
+    if get["actor"]:
+        qs = qs.filter(actor__icontains=get["actor"])
+    if get["action"]:
+        qs = qs.filter(action__icontains=get["action"])
+    if get["target"]:
+        qs = qs.filter(target__icontains=get["target"])
+    if get["source"]:
+        qs = qs.filter(source=get["source"])
+    since = _day(get["since"], "since", errors)
+    until = _day(get["until"], "until", errors)
+    if since:
+        qs = qs.filter(ts__gte=since)
+    if until:
+        qs = qs.filter(ts__lt=until + timedelta(days=1))
+    if since and until and until < since:
+        errors["until"] = "the end date is before the start date"
+    if get["q"]:
+        q = get["q"]
+        # JSON columns are stored as text in SQLite: a substring search reaches the
+        # parameters and host changes too (masked values are never stored).
+        qs = qs.filter(
+            Q(actor__icontains=q)
+            | Q(action__icontains=q)
+            | Q(target__icontains=q)
+            | Q(result__icontains=q)
+            | Q(address__icontains=q)
+            | Q(params__icontains=q)
+            | Q(host_changes__icontains=q)
+        )
+    return qs, errors
+
+
+CSV_HEADER = ["time", "actor", "source", "address", "action", "target", "params", "result",
+              "host_changes", "event_seq"]  # fmt: skip
+
+
+def csv_row(e: Any) -> list[str]:
+    import json
+
+    return [
+        e.ts.isoformat(),
+        e.actor,
+        e.source,
+        e.address,
+        e.action,
+        e.target,
+        json.dumps(e.params, sort_keys=True),
+        e.result,
+        json.dumps(e.host_changes, sort_keys=True),
+        "" if e.event_seq is None else str(e.event_seq),
+    ]
+
+
+def describe_change(change: Any) -> str:
+    """One host change as a line for the page: ``bridge btxx1 up 10.1.0.1/24``..."""
+    if not isinstance(change, dict):
+        return str(change)
+    what = change.get("change") or change.get("action") or ""
+    rest = ", ".join(f"{k}={v}" for k, v in change.items() if k not in ("change", "action") and v)
+    return f"{what}: {rest}" if what else rest

@@ -67,3 +67,27 @@ class AuditEntry(models.Model):
 
     class Meta:
         ordering = ["-ts", "-id"]
+
+
+class LoginFailures(models.Model):
+    """Failed log-ins counted per username and per client address (kind "user"/"addr").
+
+    Kept in the database, not a per-process cache: the web server may run several
+    processes, and a lock must hold in all of them and across restarts.
+    """
+
+    kind = models.CharField(max_length=8)
+    key = models.CharField(max_length=255)
+    count = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField()  # start of the counting window
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "key"], name="login_failures_key")]
+
+
+class EventCursor(models.Model):
+    """How far the audit log has imported an engine's events log (by the engine's ID)."""
+
+    engine_id = models.CharField(max_length=64, unique=True)
+    seq = models.BigIntegerField(default=0)

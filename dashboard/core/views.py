@@ -1,13 +1,15 @@
-"""Overview page. The full dashboard arrives with issue 5; this shows the engine's info."""
+"""Overview page: host, kernel, cgroup version, runtime, counts, host CPU/memory and
+disk use by images, containers and volumes (all through the service layer)."""
 
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+from dashboard.accounts.roles import has_role, role_required
+from dashboard.resources.htmx import page
+from dashboard.services import system
 
-from dashboard.core import services
 
-
-@login_required
+@role_required("viewer")
 def overview(request):
-    return render(request, "overview.html", {"info": services.engine_info()})
+    data = system.overview(request.user)
+    data["is_admin"] = has_role(request.user, "admin")
+    return page(request, "overview.html", data)

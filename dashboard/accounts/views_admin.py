@@ -1,0 +1,237 @@
+"""Users and teams (admins only): accounts with one-time passwords, deactivation,
+role grants to users and teams, team membership. Every change is audited."""
+
+from __future__ import annotations
+
+import secrets
+
+from django.contrib import messages
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect
+from django.views.decorators.http import require_POST
+
+from dashboard.accounts import throttle
+from dashboard.accounts.audit import record
+from dashboard.accounts.forms import MemberForm, RoleForm, TeamForm, UserCreateForm
+from dashboard.accounts.models import Grant, Team
+from dashboard.accounts.roles import role_of, role_required
+from dashboard.resources.htmx import invalid_status, is_htmx, page
+
+
+def _one_time_password() -> str:
+    return secrets.token_urlsafe(12)
+
+
+def _users_page(request, form=None, created=None, status=200):
+    User = get_user_model()
+    rows = []
+    for u in User.objects.order_by("username").prefetch_related("berth_grants", "berth_teams"):
+        direct = next((g.role for g in u.berth_grants.all()), "")
+        rows.append(
+            {
+                "user": u,
+                "direct": direct,
+                "teams": [t.name for t in u.berth_teams.all()],
+                "effective": role_of(u) or "",
+                "locked": throttle.locked_for(u.username, ""),
+            }
+        )
+    ctx = {"rows": rows, "form": form or UserCreateForm(), "created": created,
+           "role_form": RoleForm()}  # fmt: skip
+    return page(request, "accounts/users.html", ctx, status)
+
+
+def _done(request, to: str, *args):
+    """After a change: the page again (htmx), or a redirect to it (plain POST)."""
+    if is_htmx(request):
+        return None
+    return redirect(to, *args)
+
+
+@role_required("admin")
+def users(request):
+    return _users_page(request)
+
+
+@role_required("admin")
+@require_POST
+def user_create(request):
+    form = UserCreateForm(request.POST)
+    if not form.is_valid():
+        return _users_page(request, form, status=invalid_status(request))
+    name, role = form.cleaned_data["username"], form.cleaned_data["role"]
+    password = _one_time_password()
+    with transaction.atomic():
+        u = get_user_model().objects.create_user(name, password=password)
+        if role:
+            Grant.objects.create(user=u, role=role)
+    record(request, "user.create", name, {"role": role or "none"})
+    # Shown once, on this answer only: only the hash is stored.
+    return _users_page(request, created={"username": name, "password": password})
+
+
+@role_required("admin")
+@require_POST
+def user_password(request, uid: int):
+    u = get_object_or_404(get_user_model(), pk=uid)
+    password = _one_time_password()
+    u.set_password(password)
+    u.save(update_fields=["password"])
+    throttle.unlock(u.username)
+    record(request, "user.reset_password", u.username)
+    return _users_page(request, created={"username": u.username, "password": password})
+
+
+@role_required("admin")
+@require_POST
+def user_active(request, uid: int):
+    u = get_object_or_404(get_user_model(), pk=uid)
+    active = request.POST.get("active") == "1"
+    if u.pk == request.user.pk and not active:
+        messages.error(request, "You cannot deactivate your own account.")
+        record(request, "user.deactivate", u.username, result="refused: own account")
+        return _done(request, "accounts_users") or _users_page(request, status=400)
+    u.is_active = active
+    u.save(update_fields=["is_active"])
+    if not active:
+        # The user's sessions end at once: Django refuses inactive users on each request,
+        # and their rows go too so nothing lingers.
+        _end_sessions(u)
+    record(request, "user.activate" if active else "user.deactivate", u.username)
+    messages.success(request, f"{u.username} {'activated' if active else 'deactivated'}.")
+    return _done(request, "accounts_users") or _users_page(request)
+
+
+def _end_sessions(user) -> None:
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    for s in Session.objects.filter(expire_date__gt=timezone.now()).iterator():
+        if str(s.get_decoded().get("_auth_user_id")) == str(user.pk):
+            s.delete()
+
+
+@role_required("admin")
+@require_POST
+def user_grant(request, uid: int):
+    u = get_object_or_404(get_user_model(), pk=uid)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Grant to {u.username}: choose viewer, operator or admin.")
+        return _done(request, "accounts_users") or _users_page(request)
+    role = form.cleaned_data["role"]
+    with transaction.atomic():
+        Grant.objects.filter(user=u).delete()  # one direct grant per user
+        Grant.objects.create(user=u, role=role)
+    record(request, "user.grant", u.username, {"role": role})
+    messages.success(request, f"{u.username} now has the {role} role directly.")
+    return _done(request, "accounts_users") or _users_page(request)
+
+
+@role_required("admin")
+@require_POST
+def user_revoke(request, uid: int):
+    u = get_object_or_404(get_user_model(), pk=uid)
+    if u.pk == request.user.pk:
+        messages.error(request, "You cannot revoke your own role.")
+        record(request, "user.revoke", u.username, result="refused: own account")
+        return _done(request, "accounts_users") or _users_page(request, status=400)
+    n, _ = Grant.objects.filter(user=u).delete()
+    record(request, "user.revoke", u.username, result="ok" if n else "no direct grant")
+    messages.success(request, f"{u.username}'s direct role was revoked.")
+    return _done(request, "accounts_users") or _users_page(request)
+
+
+# -- teams ---------------------------------------------------------------------------------
+
+
+def _teams_page(request, form=None, member_errors=None, status=200):
+    teams = Team.objects.order_by("name").prefetch_related("members", "grants")
+    rows = [
+        {"team": t, "role": next((g.role for g in t.grants.all()), ""),
+         "members": sorted(m.username for m in t.members.all())}
+        for t in teams
+    ]  # fmt: skip
+    ctx = {"rows": rows, "form": form or TeamForm(), "member_errors": member_errors or {},
+           "role_form": RoleForm()}  # fmt: skip
+    return page(request, "accounts/teams.html", ctx, status)
+
+
+@role_required("admin")
+def teams(request):
+    return _teams_page(request)
+
+
+@role_required("admin")
+@require_POST
+def team_create(request):
+    form = TeamForm(request.POST)
+    if not form.is_valid():
+        return _teams_page(request, form, status=invalid_status(request))
+    name, role = form.cleaned_data["name"], form.cleaned_data["role"]
+    with transaction.atomic():
+        t = Team.objects.create(name=name)
+        if role:
+            Grant.objects.create(team=t, role=role)
+    record(request, "team.create", name, {"role": role or "none"})
+    messages.success(request, f"Team {name} created.")
+    return _done(request, "accounts_teams") or _teams_page(request)
+
+
+@role_required("admin")
+@require_POST
+def team_delete(request, tid: int):
+    t = get_object_or_404(Team, pk=tid)
+    name = t.name
+    t.delete()
+    record(request, "team.delete", name)
+    messages.success(request, f"Team {name} deleted.")
+    return _done(request, "accounts_teams") or _teams_page(request)
+
+
+@role_required("admin")
+@require_POST
+def team_grant(request, tid: int):
+    t = get_object_or_404(Team, pk=tid)
+    form = RoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Grant to team {t.name}: choose viewer, operator or admin.")
+        return _done(request, "accounts_teams") or _teams_page(request)
+    role = form.cleaned_data["role"]
+    with transaction.atomic():
+        Grant.objects.filter(team=t).delete()
+        Grant.objects.create(team=t, role=role)
+    record(request, "team.grant", t.name, {"role": role})
+    messages.success(request, f"Team {t.name} now grants {role}.")
+    return _done(request, "accounts_teams") or _teams_page(request)
+
+
+@role_required("admin")
+@require_POST
+def team_revoke(request, tid: int):
+    t = get_object_or_404(Team, pk=tid)
+    Grant.objects.filter(team=t).delete()
+    record(request, "team.revoke", t.name)
+    messages.success(request, f"Team {t.name} grants no role now.")
+    return _done(request, "accounts_teams") or _teams_page(request)
+
+
+@role_required("admin")
+@require_POST
+def team_member(request, tid: int):
+    t = get_object_or_404(Team, pk=tid)
+    form = MemberForm(request.POST)
+    add = request.POST.get("op", "add") == "add"
+    if not form.is_valid():
+        errors = {t.pk: form.errors["username"][0]}
+        return _teams_page(request, member_errors=errors, status=invalid_status(request))
+    u = form.cleaned_data["username"]
+    if add:
+        t.members.add(u)
+    else:
+        t.members.remove(u)
+    record(request, "team.add_member" if add else "team.remove_member", t.name,
+           {"user": u.username})  # fmt: skip
+    messages.success(request, f"{u.username} {'added to' if add else 'removed from'} {t.name}.")
+    return _done(request, "accounts_teams") or _teams_page(request)

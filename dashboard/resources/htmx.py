@@ -1,0 +1,34 @@
+"""A full page on navigation, only the page's content for htmx requests.
+
+Page templates start with ``{% extends base_template %}``: "base.html" (layout, nav)
+for a normal request, "resources/fragment.html" (messages + content) for htmx, so one
+template serves both. Forms post with ``hx-target="#page"``: the answer replaces the
+page's content, errors shown next to their fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from django.shortcuts import render
+
+FRAGMENT = "resources/fragment.html"
+
+
+def is_htmx(request: Any) -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+def page(
+    request: Any, template: str, context: dict | None = None, status: int = 200
+) -> HttpResponse:
+    ctx = dict(context or {})
+    ctx["base_template"] = FRAGMENT if is_htmx(request) else "base.html"
+    return render(request, template, ctx, status=status)
+
+
+def invalid_status(request: Any) -> int:
+    """A form with errors: 400 for a plain POST; 200 for htmx, which swaps in only
+    2xx answers by default, and the errors must show."""
+    return 200 if is_htmx(request) else 400

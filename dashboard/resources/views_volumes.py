@@ -1,0 +1,104 @@
+"""Volumes pages: list, create, inspect (who uses it), remove, prune with a confirmation.
+
+viewer: read; operator: create, remove, prune. Every change is audited, failures too.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect
+from django.views.decorators.http import require_POST
+
+from dashboard.accounts.audit import record
+from dashboard.accounts.roles import has_role, role_required
+from dashboard.resources.forms import VolumeForm, add_engine_error
+from dashboard.resources.htmx import invalid_status, is_htmx, page
+from dashboard.services import volumes as svc
+
+
+def _list_page(request, form=None, status=200):
+    ctx = {
+        "volumes": svc.list_all(request.user),
+        "form": form or VolumeForm(),
+        "can_change": has_role(request.user, "operator"),
+    }
+    return page(request, "resources/volumes.html", ctx, status)
+
+
+def _after(request, to="resources:volumes", *args):
+    return _list_page(request) if is_htmx(request) else redirect(to, *args)
+
+
+@role_required("viewer")
+def volumes(request):
+    return _list_page(request)
+
+
+@role_required("operator")
+@require_POST
+def volume_create(request):
+    form = VolumeForm(request.POST)
+    if form.is_valid():
+        name = form.cleaned_data["name"]
+        params = {"name": name, "labels": form.cleaned_data["labels"]}
+        try:
+            labels = svc.parse_labels(form.cleaned_data["labels"])
+            if svc.exists(request.user, name):
+                raise svc.EngineError(f"a volume named {name} exists already")
+            svc.create(request.user, name, labels)
+        except svc.EngineError as e:
+            add_engine_error(form, e)
+            record(request, "volume.create", name, params, result=f"error: {e}")
+        else:
+            record(request, "volume.create", name, params)
+            messages.success(request, f"Volume {name} created.")
+            return _after(request)
+    return _list_page(request, form, invalid_status(request))
+
+
+@role_required("viewer")
+def volume_detail(request, name: str):
+    try:
+        vol = svc.inspect(request.user, name)
+    except svc.EngineError as e:
+        raise Http404(str(e)) from None
+    ctx = {"vol": vol, "can_change": has_role(request.user, "operator")}
+    return page(request, "resources/volume_detail.html", ctx)
+
+
+@role_required("operator")
+@require_POST
+def volume_remove(request, name: str):
+    force = request.POST.get("force") == "1"
+    try:
+        svc.remove(request.user, name, force=force)
+    except svc.EngineError as e:
+        record(request, "volume.remove", name, {"force": force}, result=f"error: {e}")
+        messages.error(request, f"Cannot remove volume {name}: {e}")
+        status = 200 if is_htmx(request) else 409
+        return _list_page(request, status=status)
+    record(request, "volume.remove", name, {"force": force})
+    messages.success(request, f"Volume {name} removed.")
+    return _after(request)
+
+
+@role_required("operator")
+def volume_prune(request):
+    """GET: the confirmation, listing what would go. POST: remove exactly the listed
+    volumes that are still unused (one a container took meanwhile stays)."""
+    all_ = request.GET.get("all") == "1" or request.POST.get("all") == "1"
+    if request.method == "POST":
+        names = request.POST.getlist("name")
+        removed, skipped = svc.prune(request.user, names)
+        record(request, "volume.prune", "", {"all": all_, "confirmed": names},
+               result="ok" if not skipped else "partly: " + "; ".join(skipped))  # fmt: skip
+        if removed:
+            messages.success(request, f"Removed {len(removed)} volume(s): {', '.join(removed)}.")
+        else:
+            messages.info(request, "No volume was removed.")
+        for s in skipped:
+            messages.error(request, f"Kept {s}")
+        return _after(request)
+    ctx = {"doomed": svc.prune_preview(request.user, all=all_), "all": all_}
+    return page(request, "resources/volume_prune.html", ctx)

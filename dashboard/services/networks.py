@@ -1,0 +1,111 @@
+"""Networks through the engine's facade: list, create, inspect, connect/disconnect,
+remove. Each change returns the host changes it made (bridges, addresses, rules,
+veths), read from the engine's own events of this action, for the audit log."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from dashboard.services import engine_for
+from dashboard.services.accounts import HOST_CHANGE_ACTIONS, host_change
+from engine.errors import EngineError, InvalidArgument
+
+__all__ = ["EngineError", "InvalidArgument", "connect", "containers", "create", "disconnect",
+           "inspect", "list_all", "remove"]  # fmt: skip
+
+
+def _changes_since(eng: Any, mark: int) -> list[dict]:
+    """Host changes this engine object's actor caused after event ``mark``."""
+    return [
+        host_change(ev)
+        for ev in eng.follow_events(after_seq=mark, until=time.time())
+        if ev.get("actor") == eng.actor and ev.get("Action") in HOST_CHANGE_ACTIONS
+    ]
+
+
+def _row(n: dict) -> dict:
+    cfg = (n.get("IPAM", {}).get("Config") or [{}])[0]
+    return {
+        "id": n["Id"][:12],
+        "name": n["Name"],
+        "driver": n["Driver"],
+        "subnet": cfg.get("Subnet", ""),
+        "gateway": cfg.get("Gateway", ""),
+        "internal": n.get("Internal", False),
+        "bridge": (n.get("Options") or {}).get("com.docker.network.bridge.name", ""),
+        "containers": sorted(c["Name"] for c in (n.get("Containers") or {}).values()),
+        "builtin": n["Name"] in ("bridge", "host", "none"),
+    }
+
+
+def list_all(user: Any) -> list[dict]:
+    return [_row(n) for n in engine_for(user).list_networks()]
+
+
+def inspect(user: Any, ref: str) -> dict:
+    n = engine_for(user).inspect_network(ref)
+    row = _row(n)
+    row["raw"] = n
+    row["endpoints"] = sorted(
+        ({"id": cid[:12], **c} for cid, c in (n.get("Containers") or {}).items()),
+        key=lambda e: e["Name"],
+    )
+    return row
+
+
+def containers(user: Any) -> list[str]:
+    """Container names, for the connect form."""
+    return sorted(c.name for c in engine_for(user).containers(all=True))
+
+
+def create(
+    user: Any,
+    name: str,
+    driver: str = "bridge",
+    subnet: str = "",
+    gateway: str = "",
+    internal: bool = False,
+) -> tuple[dict, list[dict]]:
+    eng = engine_for(user)
+    mark = eng.last_event_seq()
+    n = eng.create_network(
+        name, driver=driver, subnet=subnet or None, gateway=gateway or None, internal=internal
+    )
+    return _row(n), _changes_since(eng, mark)
+
+
+def remove(user: Any, ref: str) -> list[dict]:
+    eng = engine_for(user)
+    mark = eng.last_event_seq()
+    eng.remove_network(ref)
+    return _changes_since(eng, mark)
+
+
+def _link_change(change: str, net: dict, ep: Any, container: str) -> dict:
+    return {k: v for k, v in {
+        "change": change, "container": container, "host_ifname": ep.host_ifname or "",
+        "ifname": ep.ifname or "", "ip": ep.ip or "", "bridge": net["bridge"],
+    }.items() if v}  # fmt: skip
+
+
+def connect(user: Any, ref: str, container: str, ip: str = "") -> list[dict]:
+    eng = engine_for(user)
+    mark = eng.last_event_seq()
+    ep = eng.connect_network(ref, container, ip=ip or None)
+    changes = _changes_since(eng, mark)
+    if eng.get_container(container).state == "running":
+        # The attach hook plumbs a veth at once; it emits no event of its own.
+        changes.append(_link_change("veth added", _row(eng.inspect_network(ref)), ep, container))
+    return changes
+
+
+def disconnect(user: Any, ref: str, container: str) -> list[dict]:
+    eng = engine_for(user)
+    running = eng.get_container(container).state == "running"
+    mark = eng.last_event_seq()
+    ep = eng.disconnect_network(ref, container)
+    changes = _changes_since(eng, mark)
+    if running:
+        changes.append(_link_change("veth removed", _row(eng.inspect_network(ref)), ep, container))
+    return changes
