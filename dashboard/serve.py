@@ -2,9 +2,10 @@
 
 Starts a private redis-server (unix socket under the run directory) unless
 BERTH_REDIS_URL names one, applies migrations, makes the first admin account
-(printing its one-time password), then runs one Celery worker per queue and
-Daphne on BERTH_LISTEN (default 127.0.0.1:8000). SIGINT/SIGTERM stop all of it:
-the web server first, then the workers, then Redis, which they need until the end.
+(printing its one-time password), then runs one Celery worker per queue, the events
+relay (engine events log -> channel layer, dashboard/live/relay.py) and Daphne on
+BERTH_LISTEN (default 127.0.0.1:8000). SIGINT/SIGTERM stop all of it: the web server
+first, then the workers and the relay, then Redis, which they need until the end.
 
 Each child runs in a process group of its own, so a Ctrl-C on the terminal reaches
 only this supervisor, which then stops the children in that order; and each child
@@ -187,7 +188,7 @@ def _check_free(host: str, port: int) -> None:
 def stop_all(children: list[Child]) -> None:
     """Web first (no new requests), then the workers, then Redis; SIGTERM to each
     group's leader, SIGKILL to whatever of its process group is left after the grace."""
-    order = ["web"] + [f"worker-{q}" for q in WORKERS] + ["redis"]
+    order = ["web"] + [f"worker-{q}" for q in WORKERS] + ["relay", "redis"]
     for names in (order[:1], order[1:-1], order[-1:]):
         batch = [c for c in children if c.name in names]
         for c in batch:
@@ -265,6 +266,7 @@ def serve() -> int:
                 "--without-gossip", "--without-mingle",
             ]  # fmt: skip
             spawn(children, f"worker-{queue}", worker, wenv)
+        spawn(children, "relay", [PYTHON, "-m", "dashboard.live.relay"], env)
         web = [PYTHON, "-m", "daphne", "-b", host, "-p", str(port), "dashboard.asgi:application"]
         spawn(children, "web", web, env)
         _wait_until(children, lambda: _tcp_answers(host, port), "daphne")
