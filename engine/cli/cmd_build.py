@@ -1,7 +1,116 @@
-"""CLI verbs for build (issue 4). Filled in by the build work; registers nothing yet."""
+"""``berth build`` (also ``image build``, ``builder build``) and ``builder prune``.
+
+``berth build [-t NAME:TAG]... [-f DOCKERFILE] [--build-arg K=V]... [--target STAGE]
+[--no-cache] [--label K=V]... [--build-context NAME=PATH]... [--network NET] [-q]
+CONTEXT|-``: output like Docker's classic builder (``Step N/M : ...``, each
+RUN's output as it comes); ``-q`` prints only the image ID. A failing RUN
+exits 1 with the step, the command and its exit code, like ``docker build``.
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from typing import Any
 
-def register(sub) -> None:
+
+def _image_subparsers(sub: Any) -> Any | None:
+    image = sub.choices.get("image")
+    group = getattr(image, "_subparsers", None) if image is not None else None
+    if group is None:
+        return None
+    for action in group._group_actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
     return None
+
+
+def _add_build(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-t", "--tag", action="append", default=[], dest="tags", metavar="NAME:TAG")
+    p.add_argument("-f", "--file", default="", dest="dockerfile", metavar="DOCKERFILE",
+                   help="the Dockerfile (default: CONTEXT/Dockerfile; - for stdin)")  # fmt: skip
+    p.add_argument("--build-arg", action="append", default=[], dest="build_args", metavar="K=V")
+    p.add_argument("--target", default="", help="build this stage (and what it needs) only")
+    p.add_argument("--no-cache", action="store_true", help="do not use the build cache")
+    p.add_argument("--label", action="append", default=[], dest="labels", metavar="K=V")
+    p.add_argument("--build-context", action="append", default=[], dest="build_contexts",
+                   metavar="NAME=PATH", help="an extra context: a directory or docker-image://REF")  # fmt: skip
+    p.add_argument(
+        "--network", default="", help="network for RUN steps (default, none, host, NAME)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image ID")
+    p.add_argument("context", metavar="CONTEXT", help="a directory, or - for a tar on stdin")
+    p.set_defaults(func=cmd_build)
+
+
+def register(sub: Any) -> None:
+    if "build" not in sub.choices:
+        _add_build(sub.add_parser("build", help="Build an image from a Dockerfile"))
+    if "builder" not in sub.choices:
+        builder = sub.add_parser("builder", help="Manage builds")
+        bsub = builder.add_subparsers(dest="builder_command")
+        _add_build(bsub.add_parser("build", help="Build an image from a Dockerfile"))
+        prune = bsub.add_parser("prune", help="Remove the build cache")
+        prune.add_argument("-f", "--force", action="store_true")
+        prune.add_argument("-a", "--all", action="store_true")
+        prune.set_defaults(func=cmd_builder_prune)
+        builder.set_defaults(func=lambda _a: builder.print_help() or 0)
+    isub = _image_subparsers(sub)
+    if isub is not None and "build" not in isub.choices:
+        _add_build(isub.add_parser("build", help="Build an image from a Dockerfile"))
+
+
+def _write_stdout(data: bytes) -> None:
+    out = sys.stdout.buffer
+    out.write(data)
+    out.flush()
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import signal
+
+    from engine.build.options import BuildOptions, BuildStepFailed, parse_pairs
+    from engine.cli.main import engine_from
+
+    dockerfile = args.dockerfile
+    if dockerfile and dockerfile != "-" and args.context != "-":
+        dockerfile = os.path.abspath(dockerfile)  # Docker: -f is relative to the current dir
+    opts = BuildOptions(
+        context=args.context if args.context == "-" else os.path.abspath(args.context),
+        dockerfile=dockerfile,
+        tags=list(args.tags),
+        build_args=parse_pairs(args.build_args, "--build-arg", env=dict(os.environ)),
+        target=args.target,
+        no_cache=args.no_cache,
+        labels=parse_pairs(args.labels, "--label"),
+        build_contexts=parse_pairs(args.build_contexts, "--build-context"),
+        network=args.network,
+    )
+    if args.context == "-" and args.dockerfile == "-":
+        print("Error: both the context and the Dockerfile cannot come from stdin", file=sys.stderr)
+        return 125
+    stream = sys.stdin.buffer if "-" in (args.context, args.dockerfile) else None
+    eng = engine_from(args)
+    # SIGTERM unwinds like Ctrl-C, so the step's container and mounts are removed.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        result = eng.build_image(opts, stream, None if args.quiet else _write_stdout)
+    except BuildStepFailed as e:
+        sys.stdout.flush()
+        print(f"Error: {e}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(result.image_id)
+    for w in result.warnings:
+        if not w.startswith("One or more build-args"):
+            print(f"[Warning] {w}", file=sys.stderr)
+    return 0
+
+
+def cmd_builder_prune(args: argparse.Namespace) -> int:
+    from engine.cli.main import engine_from
+
+    n = engine_from(args).prune_build_cache()
+    print(f"Removed {n} build cache entries")
+    return 0

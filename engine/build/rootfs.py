@@ -1,0 +1,142 @@
+"""Scratch space of a build, and an image's filesystem mounted to read or to change.
+
+Everything lives under ``<root>/build/tmp/<random>``; the directory holds a
+lock file that its builder keeps locked (flock) for as long as it lives, so a
+later build can tell a crashed builder's leftovers (lock free: unmount and
+delete) from another build in progress (lock held: leave it alone).
+
+:class:`ImageFS` mounts an image's layers with overlayfs (a fresh upper dir on
+top); COPY/ADD/WORKDIR write into ``root`` through :mod:`engine.safepath`
+(so the image's own symlinks are followed inside the image), and
+:meth:`ImageFS.commit` turns the upper dir into a layer blob, exactly as a
+container's upper dir becomes a layer on commit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from engine import mounts
+from engine.images import layers as layer_tars
+from engine.images.content import check_digest
+
+_LOCK = ".lock"
+
+
+class Workspace:
+    """One build's scratch directory (``<root>/build/tmp/<id>``), locked while in use."""
+
+    def __init__(self, build_root: Path):
+        self.base = build_root / "tmp"
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.dir = self.base / uuid.uuid4().hex[:16]
+        self.dir.mkdir()
+        self._fd = os.open(self.dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self._n = 0
+
+    def new_dir(self, kind: str) -> Path:
+        self._n += 1
+        d = self.dir / f"{kind}{self._n}"
+        d.mkdir()
+        return d
+
+    def close(self) -> None:
+        _remove_tree(self.dir)
+        os.close(self._fd)
+
+    @staticmethod
+    def remove_stale(build_root: Path) -> None:
+        """Remove what crashed builds left (their locks are free), mounts first."""
+        base = build_root / "tmp"
+        if not base.is_dir():
+            return
+        for d in base.iterdir():
+            try:
+                fd = os.open(d / _LOCK, os.O_RDWR | os.O_CLOEXEC)
+            except FileNotFoundError:
+                fd = None
+            except OSError:
+                continue
+            try:
+                if fd is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        continue  # a live build
+                _remove_tree(d)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+
+
+def _remove_tree(d: Path) -> None:
+    # Unmount anything still mounted below (a crash between mount and umount).
+    prefix = str(d) + "/"
+    with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
+        targets = [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+    for t in sorted(targets, key=len, reverse=True):
+        mounts.umount(t)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class ImageFS:
+    """An image's filesystem (its layer dirs, lowest first) mounted writable at ``root``."""
+
+    def __init__(self, ws: Workspace, layer_dirs: list[Path]):
+        self.dir = ws.new_dir("fs")
+        self.upper = self.dir / "upper"
+        self.work = self.dir / "work"
+        self.root = self.dir / "merged"
+        for d in (self.upper, self.work, self.root):
+            d.mkdir()
+        lower = list(layer_dirs)
+        if not lower:  # scratch: overlay needs a lower dir
+            empty = self.dir / "empty"
+            empty.mkdir()
+            lower = [empty]
+        mounts.mount_overlay(lower, self.upper, self.work, self.root)
+        self.mounted = True
+
+    def __enter__(self) -> ImageFS:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def unmount(self) -> None:
+        if self.mounted:
+            mounts.umount(str(self.root))
+            self.mounted = False
+
+    def commit(self, store, always: bool = False) -> tuple[str, int] | None:
+        """The changes as a layer blob in ``store``: (diff ID, size), or None if
+        nothing changed (unless ``always``: COPY/ADD make a layer even then, as in Docker)."""
+        self.unmount()
+        if not always and not any(self.upper.iterdir()):
+            return None
+        return commit_upper(store, self.upper)
+
+    def close(self) -> None:
+        self.unmount()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def commit_upper(store, upper: Path, drop: frozenset[str] = frozenset()) -> tuple[str, int]:
+    """An overlay upper dir as a layer blob (whiteouts as ``.wh.``), minus ``drop`` paths."""
+    from engine.containers.commit import _filter
+    from engine.containers.cp import piped
+
+    with store.writing():
+        with piped(lambda out: layer_tars.diff_to_tar(upper, out)) as raw:
+            if drop:
+                with piped(lambda out: _filter(raw, out, set(drop))) as tar:
+                    digest, size = store.blobs.put_stream(tar)
+            else:
+                digest, size = store.blobs.put_stream(raw)
+    return check_digest(digest), size

@@ -1,0 +1,102 @@
+"""RUN: the command runs in a real container of the engine, then its upper dir
+becomes the step's layer.
+
+The container is made and started through the engine's own create/start
+(conmon + crun/runc, the engine's networks, cgroups and cleanup), attached
+before the runtime starts so no output is lost, and its output is handed to
+the build's output as it comes. Whatever happens (a failing command, an
+error, Ctrl-C) the container is removed again, with its mounts, netns and
+cgroup. Build containers carry the label ``berth.build.pid``: a later build
+removes those whose builder died (a builder killed with -9 cannot clean up).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+
+from engine.errors import EngineError, NotFound
+
+LABEL_PID = "berth.build.pid"
+LABEL_STEP = "berth.build.step"
+
+Output = Callable[[bytes], None]
+
+
+def remove_orphans(eng) -> list[str]:
+    """Remove build containers whose builder process is gone."""
+    removed = []
+    for c in eng.containers(all=True, filters=[f"label={LABEL_PID}"]):
+        pid = c.opts.labels.get(LABEL_PID, "")
+        if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+            continue
+        with contextlib.suppress(EngineError):
+            eng.remove_container(c.id, force=True)
+            removed.append(c.id)
+    return removed
+
+
+def run_step(
+    eng,
+    image_id: str,
+    argv: list[str],
+    *,
+    env: list[str],
+    workdir: str,
+    user: str,
+    network: str,
+    step: str,
+    out: Output,
+    started: Callable[[str], None],
+) -> tuple[int, tuple[str, int] | None]:
+    """Run ``argv`` on ``image_id``; (exit code, the layer blob (diff ID, size) if it was 0)."""
+    from engine.build.rootfs import commit_upper
+    from engine.containers import attach, lifecycle
+    from engine.containers.commit import _artifacts
+    from engine.containers.diff import _Lower
+    from engine.containers.options import CreateOptions
+    from engine.containers.records import Paths
+
+    opts = CreateOptions(
+        image=image_id,
+        command=list(argv),
+        entrypoint=[],
+        env=list(env),
+        workdir=workdir,
+        user=user,
+        network=network,
+        labels={LABEL_PID: str(os.getpid()), LABEL_STEP: step},
+    )
+    c = eng.create_container(opts)
+    try:
+        started(c.id)
+        sock = eng.start_container(c.id, attach=attach.connect)
+        try:
+            _relay(sock, out)
+        finally:
+            sock.close()
+            lifecycle.join_monitor_moves()
+        code = int(eng.wait_container(c.id))
+        if code != 0:
+            return code, None
+        p = Paths(eng.config, c.id)
+        lower = _Lower(eng.images.layer_dirs(eng.images.get_by_id(c.image_id)))
+        drop = frozenset(_artifacts(eng.get_container(c.id), str(p.upper), lower))
+        return 0, commit_upper(eng.images, p.upper, drop)
+    finally:
+        with contextlib.suppress(NotFound):
+            eng.remove_container(c.id, force=True)
+
+
+def _relay(sock: socket.socket, out: Output) -> None:
+    """conmon's attach messages: one byte naming the stream, then the bytes."""
+    while True:
+        try:
+            msg = sock.recv(8193)
+        except ConnectionResetError:
+            return
+        if not msg:
+            return
+        out(msg[1:])
