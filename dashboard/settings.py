@@ -80,12 +80,36 @@ TEMPLATES = [
 WSGI_APPLICATION = "dashboard.wsgi.application"
 ASGI_APPLICATION = "dashboard.asgi.application"
 
-DATABASES = {
-    "default": {
-        "ENGINE": "django.db.backends.sqlite3",
-        "NAME": os.environ.get("BERTH_DASHBOARD_DB", str(DASHBOARD_STATE / "db.sqlite3")),
-    }
-}
+
+def _database(url: str | None) -> dict:
+    """BERTH_DATABASE_URL: ``sqlite:////abs/path.sqlite3`` (the default is SQLite under
+    the engine root). Other engines need their driver installed: say so plainly."""
+    if not url:
+        path = os.environ.get("BERTH_DASHBOARD_DB", str(DASHBOARD_STATE / "db.sqlite3"))
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": path}
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme == "sqlite":
+        # sqlite:////var/lib/x.db -> /var/lib/x.db ; sqlite:///rel.db -> rel.db
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": parts.path[1:] or ":memory:"}
+    if parts.scheme in ("postgres", "postgresql"):
+        return {
+            "ENGINE": "django.db.backends.postgresql",
+            "NAME": parts.path.lstrip("/"),
+            "USER": parts.username or "",
+            "PASSWORD": parts.password or "",
+            "HOST": parts.hostname or "",
+            "PORT": str(parts.port or ""),
+        }
+    from django.core.exceptions import ImproperlyConfigured
+
+    raise ImproperlyConfigured(
+        f"BERTH_DATABASE_URL {url!r}: use sqlite:////path or postgresql://user:pw@host/db"
+    )
+
+
+DATABASES = {"default": _database(os.environ.get("BERTH_DATABASE_URL"))}
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -101,9 +125,21 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 STATICFILES_DIRS = [BASE_DIR / "static", ("vendor", BASE_DIR / "node_modules")]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 LOGIN_URL = "/login/"
+# Sessions and CSRF: cookies not readable by scripts, not sent cross-site, and marked
+# Secure when the dashboard sits behind TLS (BERTH_SECURE_COOKIES=1; the default
+# server listens on plain http://127.0.0.1, where Secure cookies would never be sent).
 SESSION_COOKIE_HTTPONLY = True
-CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_AGE = int(os.environ.get("BERTH_SESSION_AGE", 12 * 3600))
+CSRF_COOKIE_HTTPONLY = True  # pages carry the token (base.html's hx-headers)
+CSRF_COOKIE_SAMESITE = "Lax"
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("BERTH_SECURE_COOKIES") == "1"
+CSRF_TRUSTED_ORIGINS = [
+    o for o in os.environ.get("BERTH_CSRF_TRUSTED_ORIGINS", "").split(",") if o
+]  # e.g. https://berth.example.org behind a TLS proxy
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 
 # Redis: the Celery broker and result store, and the channel layer. `serve` starts a
 # private redis-server on this socket unless BERTH_REDIS_URL points at another one.
