@@ -1,3 +1,7 @@
 """Websocket routes of this app (collected by dashboard/routing.py)."""
 
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from dashboard.topology.consumers import TopologyConsumer
+
+websocket_urlpatterns: list = [path("ws/topology/", TopologyConsumer.as_asgi())]
