@@ -36,7 +36,7 @@ def register(sub: Any) -> None:
         "diagnose",
         help="find out why a container's network does not work",
         description="Check the host's networking, CONTAINER's interfaces and routes, and"
-        " whether CONTAINER reaches TARGET (a container, an IP, optionally :PORT).",
+        " whether CONTAINER reaches TARGET (a container, an IP, or host for the engine's host; optionally :PORT).",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("container", nargs="?", metavar="CONTAINER")

@@ -17,7 +17,7 @@ Three levels, each adding to one Report:
 - container (CONTAINER): its interfaces, addresses, routes and gateway as its
   own namespace sees them, and the host end of each veth (present, up, on the
   right bridge) -- engine/network/doctor_container.py;
-- target (CONTAINER TARGET): whether TARGET (a container, an IP, optionally
+- target (CONTAINER TARGET): whether TARGET (a container, an IP, `host` for the engine's host; optionally
   ``:PORT``) is reachable, and if not, why -- engine/network/doctor_target.py.
 
 A root cause is reported once, as ``fail``; symptoms it explains (a peer

@@ -196,10 +196,16 @@ def _in_nft(ctx: Context, summary: str) -> bool:
     return ctx.nft is not None and summary in nft.rule_summaries(ctx.nft)
 
 
+# TARGET names for "the engine's host" (Docker's and Podman's names for it too).
+HOST_NAMES = ("host", "host.docker.internal", "host.containers.internal")
+
+
 def diagnose_target(ctx: Context, src: Source, text: str) -> Target | None:
     host, port = parse_target(text)
     t = Target(text=text, host=host, port=port)
     d = {"container": src.name, "target": text}
+    if host in HOST_NAMES:
+        return _host_target(ctx, src, t, d)
     try:
         ipaddress.IPv4Address(host)
         t.ip = host
@@ -299,6 +305,62 @@ def diagnose_target(ctx: Context, src: Source, text: str) -> Target | None:
 
     _probe_and_report(ctx, src, t, d)
     return t
+
+
+def _host_target(ctx: Context, src: Source, t: Target, d: dict[str, Any]) -> Target:
+    """``host:PORT``: the engine's host as the container sees it — its gateway on the
+    container's first bridge network — and, for a port, who publishes it there."""
+    nets = [net for _, net in src.endpoints if net.driver == "bridge" and net.gateway]
+    if not nets:
+        ctx.report.add(
+            "reachability",
+            "fail",
+            f"{src.name} has no bridge network, so no gateway leads to the host"
+            + (" (it has --network none)" if not src.endpoints else ""),
+            **d,
+        )
+        return t
+    t.network, t.ip = nets[0], nets[0].gateway
+    if t.port is not None:
+        owners = _publishers(ctx, t.port)
+        if owners:
+            names = ", ".join(f"{c} (-> {cport}/tcp)" for c, cport in owners)
+            ctx.report.add(
+                "published",
+                "ok",
+                f"host port {t.port} is published by {names}; from {src.name} it is reached"
+                f" at the host's address {t.ip} (hairpin through the DNAT rule)",
+                port=t.port,
+                publishers=[c for c, _ in owners],
+                **d,
+            )
+        else:
+            ctx.report.add(
+                "published",
+                "warn",
+                f"no running container publishes host port {t.port}: only a program of the"
+                " host's own can answer there",
+                port=t.port,
+                **d,
+            )
+    _probe_and_report(ctx, src, t, d)
+    return t
+
+
+def _publishers(ctx: Context, port: int) -> list[tuple[str, int]]:
+    """(container name, container port) of running containers publishing tcp ``port``."""
+    from engine.containers import records
+    from engine.network import ports
+
+    out = []
+    for c in records.load_all(ctx.eng.db):
+        if c.state not in records.ACTIVE:
+            continue
+        for raw in c.extra.get("ports") or []:
+            r = ports.Reserved.from_dict(raw)
+            if r.host_port == port and r.proto == "tcp":
+                out.append((c.name, r.container_port))
+    return out
 
 
 def _by_design(

@@ -245,3 +245,40 @@ def test_route_localnet_off_is_named_for_a_loopback_binding(web):
     finally:
         sysctl.set(web.host_netns, key, "1")
     _healthy(_wait_healthy(eng, "web"))
+
+
+def test_target_host_port_names_the_publisher(net_env):
+    """`diagnose CLIENT host:PORT`: the host as the container sees it (its gateway), who
+    publishes that port, and whether the hairpin through the DNAT rule answers."""
+    b = net_env.berth
+    b("network", "create", "--subnet", SUBNET, "app", check=True)
+    b("network", "create", "--subnet", "10.95.0.0/24", "other", check=True)
+    b("run", "-d", "--name", "web", "--network", "app", "-p", f"{HOST_PORT}:80",
+      "busybox", "sh", "-c", "echo hi > /tmp/i; httpd -p 80 -h /tmp; sleep 300", check=True)  # fmt: skip
+    b("run", "-d", "--name", "client", "--network", "other", "busybox", "sleep", "300",
+      check=True)  # fmt: skip
+    eng = net_env.engine()
+    from engine.network.doctor_ports import container_listeners
+
+    deadline = time.monotonic() + 10
+    while not container_listeners(eng.get_container("web").pid, "tcp", 80):
+        assert time.monotonic() < deadline, "httpd did not start in web"
+        time.sleep(0.05)
+    report = diagnose(eng, "client", f"host:{HOST_PORT}")
+    (pub,) = [f for f in report.findings if f.check == "published"]
+    assert pub.status == "ok" and "published by web (-> 80/tcp)" in pub.message
+    assert "10.95.0.1" in pub.message  # the host's address on client's own network
+    (reach,) = [f for f in report.findings if f.check == "reachability"]
+    assert reach.status == "ok", render_text(report)
+
+    # A port nobody publishes: said so, and the probe is refused by the host.
+    report = diagnose(eng, "client", f"host:{HOST_PORT + 1}")
+    (pub,) = [f for f in report.findings if f.check == "published"]
+    assert pub.status == "warn" and "no running container publishes" in pub.message
+    (reach,) = [f for f in report.findings if f.check == "reachability"]
+    assert reach.status == "fail" and "refused" in reach.message
+
+    # No network at all: nothing leads to the host.
+    b("run", "-d", "--name", "lonely", "--network", "none", "busybox", "sleep", "300", check=True)
+    report = diagnose(eng, "lonely", "host:80")
+    assert any("no bridge network" in f.message for f in report.failed), render_text(report)
