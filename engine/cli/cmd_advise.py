@@ -62,23 +62,11 @@ def cmd_advise(args: argparse.Namespace) -> int:
         raise InvalidArgument(f"--top must be 0 or more, not {args.top}", obj=str(args.top))
     if args.context is not None and not advise.is_dockerfile_target(args.target, args.kind):
         raise InvalidArgument("--context applies to a Dockerfile, not an image", obj=args.context)
-    eng = engine_from(args)
-    report = _run(eng, args)
+    report = engine_from(args).advise(
+        args.target, context=args.context, top=args.top, kind=args.kind
+    )
     if args.format in ("json", "{{json .}}"):
         print(json.dumps(report, indent=2))
     else:
         sys.stdout.write(advise.render_text(report))
     return 0
-
-
-def _run(eng: Any, args: argparse.Namespace) -> dict:
-    # The facade method once AdviseAPI is mixed into Engine; the module until then.
-    if hasattr(eng, "advise"):
-        return eng.advise(args.target, context=args.context, top=args.top, kind=args.kind)
-    from engine.images import advise
-
-    if advise.is_dockerfile_target(args.target, args.kind):
-        from engine.images.advise_dockerfile import advise_dockerfile
-
-        return advise_dockerfile(args.target, args.context, args.top, store=eng.images)
-    return advise.advise_image(eng.images, args.target, top=args.top)

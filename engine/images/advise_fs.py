@@ -83,25 +83,27 @@ class ImageFiles:
 def walk_layer(index: int, root: Path) -> LayerFiles:
     out = LayerFiles(index, root)
     seen: set[tuple[int, int]] = set()
-    base = str(root)
-    for dirpath, dirnames, filenames in os.walk(base):
-        rel_dir = dirpath[len(base) :] or "/"
-        if _is_opaque(dirpath) and rel_dir != "/":
-            out.opaque.append(rel_dir)
-        for name in list(dirnames):
-            full = os.path.join(dirpath, name)
-            if os.path.islink(full):  # walk does not descend into it: it is a file entry
-                dirnames.remove(name)
-                filenames.append(name)
-            else:
-                out.dirs.add(_join(rel_dir, name))
-        for name in filenames:
-            full = os.path.join(dirpath, name)
+    # scandir's entries know their type from getdents: no stat for directories,
+    # one lstat per file (its size); this walk is the advisor's main cost.
+    stack = [(str(root), "")]
+    while stack:
+        dirpath, rel_dir = stack.pop()
+        try:
+            entries = list(os.scandir(dirpath))
+        except OSError:
+            continue
+        for e in entries:
+            path = rel_dir + "/" + e.name
             try:
-                st = os.lstat(full)
+                if e.is_dir(follow_symlinks=False):
+                    out.dirs.add(path)
+                    if _is_opaque(e.path):
+                        out.opaque.append(path)
+                    stack.append((e.path, path))
+                    continue
+                st = e.stat(follow_symlinks=False)
             except OSError:
                 continue
-            path = _join(rel_dir, name)
             if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                 out.whiteouts.append(path)
                 continue

@@ -359,32 +359,46 @@ def secrets_in_config(config: dict, st: list[Step]) -> list[Finding]:
 
 
 def secret_files(img: ImageFiles, st: list[Step]) -> list[Finding]:
-    out = []
+    """Private keys and credential files, one finding per layer that holds any:
+    a file deleted by a later layer is still in this one."""
     gone = {(w.path, w.added) for w in img.wasted}
+    out = []
     for layer in img.layers:
+        found: list[tuple[str, int, str]] = []
         for path, size in layer.files.items():
             markers = R.key_file_markers(path)
             if not markers or size > (256 << 10):
                 continue
-            data = layer.read(path, 256 << 10)
-            if not any(m in data for m in markers):
-                continue
-            later = " (deleted in a later layer, but still in this one)" if (
-                path, layer.index) in gone else ""  # fmt: skip
-            kind = "private key" if R.KEY_MARKER in markers else "credentials file"
-            out.append(
-                Finding(
-                    R.SECRET_IN_FILE,
-                    "warning",
-                    f"{kind} {path} in layer {layer.index}",
-                    f"anyone with the image can extract it{later}.",
-                    "mount it at build time (RUN --mount=type=secret) or at run time; "
-                    "keep it out of the context with .dockerignore",
-                    layers=[layer.index],
-                    text=_texts([layer.index], st),
-                    paths=[_ex(path, size, layer.index)],
+            if any(m in layer.read(path, 256 << 10) for m in markers):
+                found.append(
+                    (path, size, "private key" if R.KEY_MARKER in markers else "credentials")
                 )
+        if not found:
+            continue
+        later = [p for p, _, _ in found if (p, layer.index) in gone]
+        note = (
+            f" ({', '.join(later)} deleted in a later layer, but still in this one)"
+            if later
+            else ""
+        )
+        what = (
+            found[0][2] + f" {found[0][0]}"
+            if len(found) == 1
+            else f"{len(found)} key or credential files"
+        )
+        out.append(
+            Finding(
+                R.SECRET_IN_FILE,
+                "warning",
+                f"{what} in layer {layer.index}",
+                f"anyone with the image can extract {'it' if len(found) == 1 else 'them'}{note}.",
+                "mount secrets at build time (RUN --mount=type=secret) or at run time; "
+                "keep them out of the context with .dockerignore",
+                layers=[layer.index],
+                text=_texts([layer.index], st),
+                paths=[_ex(p, n, layer.index) for p, n, _ in found],
             )
+        )
     return out
 
 

@@ -174,7 +174,13 @@ def under(path: str, pattern: str) -> bool:
     return all(fnmatch.fnmatchcase(h, w) for h, w in zip(have, want, strict=False))
 
 
+# The literal heads of every cache pattern: one startswith() rules out most paths.
+_CACHE_HEADS = tuple(p.split("*", 1)[0] for c in CACHES for p in c.patterns)
+
+
 def cache_of(path: str) -> Cache | None:
+    if not path.startswith(_CACHE_HEADS):
+        return None
     for c in CACHES:
         if any(under(path, p) for p in c.patterns):
             return c
@@ -269,9 +275,17 @@ KEY_MARKER = b"PRIVATE KEY-----"
 _KEY_NAME_RE = re.compile(r"^id_(rsa|dsa|ecdsa|ed25519)$|\.(pem|key|p8)$|^private[-_]?key")
 
 
+# Keys that ship with test suites and examples are public fixtures, not secrets.
+_FIXTURE_DIRS = {"test", "tests", "testdata", "testing", "fixtures", "examples", "dummyserver"}
+
+
 def key_file_markers(path: str) -> tuple[bytes, ...] | None:
     """The content markers to look for in ``path``, or None if its name never holds a key."""
     base = path.rsplit("/", 1)[-1]
+    if base not in KEY_FILES and not _KEY_NAME_RE.search(base):
+        return None
+    if path.startswith("/usr/share/doc/") or _FIXTURE_DIRS.intersection(path.split("/")[:-1]):
+        return None
     if _KEY_NAME_RE.search(base):
         return (KEY_MARKER,)
     if base == "config.json" and not path.endswith("/.docker/config.json"):

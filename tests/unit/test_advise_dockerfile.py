@@ -245,3 +245,13 @@ def test_target_kind_and_errors(tmp_path):
     with pytest.raises(InvalidArgument, match="is not a directory"):
         advise_dockerfile(str(ctx / "Dockerfile"), context=str(tmp_path / "nodir"))
     os.chmod(ctx, 0o755)
+
+
+def test_cache_mount_leaves_no_cache_in_the_layer(tmp_path):
+    ctx = write(tmp_path / "m", {"Dockerfile": "FROM python:3.12-slim\nUSER 1\n"
+                                 "RUN --mount=type=cache,target=/root/.cache/pip pip install x\n"})  # fmt: skip
+    assert advise_dockerfile(str(ctx / "Dockerfile"))["findings"] == []
+    (ctx / "Dockerfile").write_text("FROM python:3.12-slim\nUSER 1\nRUN pip install x\n")
+    assert [f["id"] for f in advise_dockerfile(str(ctx / "Dockerfile"))["findings"]] == [
+        "package-cache"
+    ]
