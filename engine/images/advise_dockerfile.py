@@ -38,7 +38,7 @@ _PURGE = re.compile(
 )
 # What in a RUN writes a path: download outputs, redirections, extraction dirs, copies.
 _WRITES = (
-    r"(?:-O\s*|-o\s*|--output(?:-document)?[=\s]|>>?\s*|\btee\s+(?:-a\s+)?|-C\s*"
+    r"(?:-O\s*|-o\s*|\bof=|--output(?:-document)?[=\s]|>>?\s*|\btee\s+(?:-a\s+)?|-C\s*"
     r"|\bclone\s+\S+\s+|\bmkdir\s+(?:-p\s+)?|\b(?:cp|mv)\s+(?:-\S+\s+)*\S+\s+|\btouch\s+)['\"]?"
 )
 _SHARED_DIRS = ("/tmp", "/var", "/usr", "/root", "/opt", "/home", "/etc", "/srv")

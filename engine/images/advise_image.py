@@ -340,7 +340,8 @@ def secrets_in_config(config: dict, st: list[Step]) -> list[Finding]:
     for s in st:
         for k, v in history_args(s.created_by):
             if v and R.secret_name(k):
-                hits.append(("ARG", k, v))
+                if ("ARG", k, v) not in hits:  # every RUN after the ARG records it again
+                    hits.append(("ARG", k, v))
                 texts.append(f"history #{s.index}: build arg {k} recorded")
     if not hits:
         return []
