@@ -249,3 +249,73 @@ def bootstrap_debian(
             ],
         }
         return store.add_image([layer], config, [ref])
+
+
+def apt_mirror(default: str = "http://deb.debian.org/debian") -> str:
+    """The Debian mirror this host's apt uses (deb822 ``.sources`` or one-line
+    ``.list`` files), so debootstrap reaches the same, known-reachable mirror."""
+    files = [Path("/etc/apt/sources.list")]
+    d = Path("/etc/apt/sources.list.d")
+    if d.is_dir():
+        files += sorted(d.glob("*.sources")) + sorted(d.glob("*.list"))
+    for f in files:
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            words = line.split()
+            if line.startswith("URIs:"):
+                uris = words[1:]
+            elif words[:1] == ["deb"]:
+                uris = [w for w in words[1:] if "://" in w][:1]
+            else:
+                continue
+            for uri in uris:
+                if "security" not in uri and "://" in uri:
+                    return uri.rstrip("/")
+    return default
+
+
+def cached_debian_archive(
+    cache_dir: Path,
+    ref: str,
+    include: Sequence[str] = (),
+    *,
+    suite: str = "bookworm",
+    mirror: str | None = None,
+) -> Path:
+    """A ``save`` archive of a debootstrapped image tagged ``ref``, made once and
+    kept in ``cache_dir`` (named after the suite, the packages and the mirror);
+    import it into any engine with ``load``. Concurrent callers wait for the
+    first one (a lock file); an interrupted run leaves no archive behind."""
+    import hashlib
+
+    from engine.images.archive import save
+    from engine.locks import file_lock
+
+    mirror = mirror or apt_mirror()
+    tag = hashlib.sha256(f"{suite} {sorted(include)} {mirror} {ref}".encode()).hexdigest()[:12]
+    final = Path(cache_dir) / f"debian-{suite}-{tag}.tar"
+    if final.is_file():
+        return final
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(cache_dir / f".{final.name}.lock"):
+        if final.is_file():
+            return final
+        work = cache_dir / f".work-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        try:
+            store = ImageStore(work / "images", work / "locks")
+            bootstrap_debian(store, ref, include, suite=suite, mirror=mirror)
+            tmp = cache_dir / f".{final.name}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as out:
+                save(store, [ref], out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return final
