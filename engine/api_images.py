@@ -156,7 +156,8 @@ class ImagesAPI:
     def remove_image(self, ref: str, force: bool = False) -> list[str]:
         """``docker rmi`` for one argument: Docker's lines ("Untagged: ...", "Deleted: ...")."""
         image_id = self.images.get(ref).id
-        lines = self.images.remove(ref, force=force, in_use=self._image_users)
+        detail = getattr(self, "image_users_detail", None)
+        lines = self.images.remove(ref, force=force, in_use=self._image_users, users_detail=detail)
         self._emit_removal(image_id, lines)
         return lines
 
@@ -297,10 +298,16 @@ class ImagesAPI:
             pending = blocked
         # Images removed with -f while a container used them stay hidden until
         # no container does; prune is where they finally go.
+        # Counted as Docker counts it: the unpacked size of each layer that went (not
+        # its compressed blob too).
+        on_disk = {}
+        for c in self.images.layers.chain_ids_on_disk():
+            info = self.images.layers.get(c)
+            on_disk[c] = info.size if info else 0
         gc = self.images.gc(in_use=self._image_users, timeout=5.0)
         if gc is not None:
             deleted.extend({"Deleted": c} for c in gc.layers_removed)
-            reclaimed += gc.bytes_freed
+            reclaimed += sum(on_disk.get(c, 0) for c in gc.layers_removed)
         self.emit("image", "prune", "", reclaimed=str(reclaimed))
         lines = [
             f"untagged: {d['Untagged']}" if "Untagged" in d else f"deleted: {d['Deleted']}"

@@ -49,7 +49,19 @@ class MaintAPI:
                     "Links": len(self.containers_using_volume(v["Name"])),
                 }
             )
-        return {"Images": images, "Containers": containers, "Volumes": volumes}
+        # Every distinct layer once, however many images share it (Docker's LayersSize).
+        layers: dict[str, int] = {}
+        for rec in self.images.list(all=True):
+            for c in rec.chain_ids:
+                if c not in layers:
+                    info = self.images.layers.get(c)
+                    layers[c] = info.size if info else 0
+        return {
+            "LayersSize": sum(layers.values()),
+            "Images": images,
+            "Containers": containers,
+            "Volumes": volumes,
+        }
 
     def system_prune(self, all: bool = False, volumes: bool = False) -> dict:
         """Stopped containers, then (dangling or all unused) images, then (with

@@ -14,11 +14,13 @@ def cmd_df(args) -> int:
     if args.format == "json" or args.format == "{{json .}}":
         print(json.dumps(d))
         return 0
-    img_total = sum(i["UniqueSize"] for i in d["Images"]) + (
-        max((i["SharedSize"] for i in d["Images"]), default=0)
-    )
+    # As the docker CLI computes them: the images' size is every distinct layer once;
+    # what images in use hold beyond shared layers is not reclaimable.
+    img_total = d["LayersSize"]
     img_active = sum(1 for i in d["Images"] if i["Containers"])
-    reclaim_img = sum(i["UniqueSize"] for i in d["Images"] if not i["Containers"])
+    reclaim_img = img_total - sum(
+        i["Size"] - i["SharedSize"] for i in d["Images"] if i["Containers"]
+    )
     ctr_total = sum(c["SizeRw"] for c in d["Containers"])
     ctr_active = sum(1 for c in d["Containers"] if c["State"] in ("running", "paused"))
     vol_total = sum(v["Size"] for v in d["Volumes"])
@@ -32,7 +34,8 @@ def cmd_df(args) -> int:
     ]  # fmt: skip
     print(f"{'TYPE':<16}{'TOTAL':<8}{'ACTIVE':<8}{'SIZE':<12}RECLAIMABLE")
     for name, total, active, size, recl in rows:
-        print(f"{name:<16}{total:<8}{active:<8}{human_size(size):<12}{human_size(recl)}")
+        pct = f" ({recl * 100 // size}%)" if size > 0 else ""
+        print(f"{name:<16}{total:<8}{active:<8}{human_size(size):<12}{human_size(recl)}{pct}")
     if args.verbose:
         print("\nImages space usage:\n")
         print(

@@ -56,6 +56,11 @@ class ContainersAPI:
         rows = self.db.query("SELECT name FROM containers WHERE image_id=?", (image_id,))
         return [r["name"] for r in rows]
 
+    def image_users_detail(self, image_id: str) -> list[tuple[str, bool]]:
+        """(container ID, has a live process) of the containers using the image."""
+        rows = self.db.query("SELECT id, state FROM containers WHERE image_id=?", (image_id,))
+        return [(r["id"], r["state"] in ("running", "paused", "restarting")) for r in rows]
+
     def containers_using_volume(self, name: str) -> list[str]:
         users = []
         for c in records.load_all(self.db):

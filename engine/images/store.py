@@ -58,6 +58,8 @@ HOST_ARCH = _GOARCH.get(platform.machine(), platform.machine())
 
 LayerSource = Path | str | BinaryIO | bytes
 InUse = Callable[[str], list[str]]
+# image ID -> [(container ID, running)] of the containers using it.
+UsersDetail = Callable[[str], list[tuple[str, bool]]]
 
 
 def now_rfc3339() -> str:
@@ -419,7 +421,12 @@ class ImageStore:
 
     # Removal ------------------------------------------------------------------
     def remove(
-        self, ref_or_id: str, *, force: bool = False, in_use: InUse | None = None
+        self,
+        ref_or_id: str,
+        *,
+        force: bool = False,
+        in_use: InUse | None = None,
+        users_detail: UsersDetail | None = None,
     ) -> list[str]:
         """``docker rmi`` for one argument; returns Docker's report lines
         (``Untagged: busybox:latest``, ``Deleted: sha256:...``).
@@ -430,7 +437,11 @@ class ImageStore:
         - used by containers (``in_use(image_id)`` -> their names): refused unless
           ``force``; with force the record is hidden but kept, with its layers,
           until no container uses it (``gc(in_use)`` then drops it);
-        - images with child images are never deleted.
+        - images with child images are never deleted;
+        - ``users_detail(image_id)`` -> [(container ID, running)] names containers as
+          Docker does and applies its rule for running ones: an image a running
+          container uses is never deleted, even with force (a forced untag of its
+          last tag leaves it as <none>).
         """
         in_use = in_use or (lambda _id: [])
         lines: list[str] = []
@@ -439,7 +450,10 @@ class ImageStore:
             image_id, matched = self._resolve(ref_or_id, index)
             chains = self._record(image_id, index).chain_ids
             short = image_id[7:19]
-            users = list(in_use(image_id))
+            detail = list(users_detail(image_id)) if users_detail else []
+            users = [cid[:12] for cid, _ in detail] or list(in_use(image_id))
+            running = [cid[:12] for cid, up in detail if up]
+            stopped = [cid[:12] for cid, up in detail if not up]
             children = [
                 i
                 for i, e in index["images"].items()
@@ -470,9 +484,15 @@ class ImageStore:
                     for d in [d for d, i in index["digests"].items() if i == image_id]:
                         if refs.parse_reference(d, default_tag=False).name == repo:
                             self._drop_ref(index, d, lines)
-                if refs_of():
-                    return lines
+                if refs_of() or running:
+                    return lines  # a running container's image stays, as <none>
                 quiet = True
+            elif running:  # by ID: force or not (Docker's rule)
+                raise Conflict(
+                    f"conflict: unable to delete {short} (cannot be forced) - image is being used"
+                    f" by running container {running[0]}",
+                    obj=ref_or_id,
+                )
             elif len({refs.parse_reference(r, default_tag=False).name for r in refs_of()}) <= 1:
                 if children:
                     raise Conflict(
@@ -480,9 +500,10 @@ class ImageStore:
                         obj=ref_or_id,
                     )
                 if users and not force:
+                    who = f"stopped container {stopped[0]}" if stopped else f"container {users[0]}"
                     raise Conflict(
                         f"conflict: unable to delete {short} (must be forced) - image is being used by "
-                        f"container {users[0]}",
+                        f"{who}",
                         obj=ref_or_id,
                     )
                 for r in refs_of():

@@ -1,9 +1,7 @@
 """Image maintenance as Docker does it, through the real CLI: `history` (size
 per layer and the instruction that made it), `image prune [-a]` (dangling vs
-unused), `rmi` of a tag vs an ID, `system df -v` with shared layers.
-
-Tests marked xfail(strict=True) pin down where Berth still differs from
-Docker (see each reason); they start passing, and so fail, once fixed."""
+unused), `rmi` of a tag vs an ID (and Docker's rules for images of running
+containers), `system df [-v]` with shared layers counted once."""
 
 from __future__ import annotations
 
@@ -130,8 +128,6 @@ def test_rmi_of_an_image_a_stopped_container_uses(busybox_env):
     assert p.returncode == 0, p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="gap: Docker names the container by short ID and says "
-                   "'stopped container'; Berth prints the container's name")  # fmt: skip
 def test_rmi_conflict_names_the_stopped_container_like_docker(busybox_env):
     env = busybox_env
     cid = env.berth("create", "--name", "user2", "busybox", "true", check=True).stdout.strip()
@@ -140,8 +136,6 @@ def test_rmi_conflict_names_the_stopped_container_like_docker(busybox_env):
     assert f"image is being used by stopped container {cid[:12]}" in p.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="gap: Docker refuses `rmi -f ID` while a running container"
-                   " uses the image ('cannot be forced'); Berth deletes (hides) it")  # fmt: skip
 def test_rmi_force_by_id_refused_while_a_container_runs(busybox_env):
     env = busybox_env
     cid = env.berth("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
@@ -152,8 +146,6 @@ def test_rmi_force_by_id_refused_while_a_container_runs(busybox_env):
             f"running container {cid[:12]}") in p.stderr  # fmt: skip
 
 
-@pytest.mark.xfail(strict=True, reason="gap: Docker's `rmi -f TAG` of a running container's "
-                   "image only untags it (it stays as <none>); Berth prints Deleted and hides it")  # fmt: skip
 def test_rmi_force_by_tag_only_untags_while_a_container_runs(busybox_env):
     env = busybox_env
     env.berth("run", "-d", "busybox", "sleep", "300", check=True)
@@ -163,8 +155,6 @@ def test_rmi_force_by_tag_only_untags_while_a_container_runs(busybox_env):
     assert image in image_ids(env, "-a")
 
 
-@pytest.mark.xfail(strict=True, reason="gap: prune of a force-removed image counts the layer blob"
-                   " and the unpacked layer (gc bytes_freed), a normal prune only the layer")  # fmt: skip
 def test_prune_after_forced_rmi_reclaims_the_layer_size(busybox_env):
     env = busybox_env
     size = int(env.berth("image", "inspect", "-f", "{{.Size}}", "busybox", check=True).stdout)
@@ -206,9 +196,6 @@ def test_system_df_shared_and_unique_per_image(shared_images):
     assert row.split()[2:] == ["101kB", "100kB", "1kB", "1"]
 
 
-@pytest.mark.xfail(strict=True, reason="gap: the Images SIZE is sum(unique)+max(shared), which "
-                   "counts only one group of shared layers; Docker sums every distinct layer "
-                   "(410kB here) and shows RECLAIMABLE as total minus in-use unique, with a %")  # fmt: skip
 def test_system_df_total_counts_every_shared_layer_once(shared_images):
     p = shared_images.berth("system", "df", check=True).stdout
     row = next(line for line in p.splitlines() if line.startswith("Images"))
