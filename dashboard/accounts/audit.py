@@ -29,8 +29,10 @@ def mask(params: Any) -> Any:
     if isinstance(params, list | tuple):
         return [mask(v) for v in params]
     if isinstance(params, str) and "=" in params:
+        if "\n" in params:  # a pasted block of K=V lines (env, labels)
+            return "\n".join(mask(line) for line in params.split("\n"))
         k, _, v = params.partition("=")
-        if SECRET_KEY_RE.search(k) and v and "\n" not in k:
+        if SECRET_KEY_RE.search(k) and v:
             return f"{k}={MASK}"
     return params
 

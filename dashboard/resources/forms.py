@@ -92,6 +92,7 @@ _FIELD_WORDS = [
     ("ip address", "ip"),
     ("address", "ip"),
     ("container", "container"),
+    ("label", "labels"),
     ("name", "name"),
 ]
 

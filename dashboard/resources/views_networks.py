@@ -49,7 +49,7 @@ def networks(request):
 def network_create(request):
     form = NetworkForm(request.POST)
     if form.is_valid():
-        d = form.cleaned_data
+        d = dict(form.cleaned_data)  # a copy: add_error() drops fields from cleaned_data
         params = {k: d[k] for k in ("driver", "subnet", "gateway", "internal")}
         try:
             row, changes = svc.create(request.user, d["name"], d["driver"], d["subnet"],
@@ -88,7 +88,7 @@ def network_remove(request, ref: str):
 def _link(request, ref: str, op: str):
     form = ConnectForm(request.POST)
     if form.is_valid():
-        d = form.cleaned_data
+        d = dict(form.cleaned_data)
         params = {"container": d["container"], "ip": d["ip"]} if op == "connect" else {
             "container": d["container"]}  # fmt: skip
         try:

@@ -44,6 +44,7 @@ def volume_create(request):
         params = {"name": name, "labels": form.cleaned_data["labels"]}
         try:
             labels = svc.parse_labels(form.cleaned_data["labels"])
+            params["labels"] = labels
             if svc.exists(request.user, name):
                 raise svc.EngineError(f"a volume named {name} exists already")
             svc.create(request.user, name, labels)

@@ -15,16 +15,20 @@ __all__ = ["EngineError", "InvalidArgument", "connect", "containers", "create", 
            "inspect", "list_all", "remove"]  # fmt: skip
 
 
-def _changes_since(eng: Any, mark: int) -> list[dict]:
-    """Host changes this engine object's actor caused after event ``mark``."""
+def _changes_since(eng: Any, mark: int, network_id: str) -> list[dict]:
+    """Host changes to network ``network_id`` this engine object's actor caused after
+    event ``mark`` (the first action on a host also sets up the default bridge: that
+    is not this network's change)."""
     return [
         host_change(ev)
         for ev in eng.follow_events(after_seq=mark, until=time.time())
-        if ev.get("actor") == eng.actor and ev.get("Action") in HOST_CHANGE_ACTIONS
+        if ev.get("actor") == eng.actor
+        and ev.get("Action") in HOST_CHANGE_ACTIONS
+        and ev.get("Actor", {}).get("ID") == network_id
     ]
 
 
-def _row(n: dict) -> dict:
+def _row(n: dict, bridge: str = "") -> dict:
     cfg = (n.get("IPAM", {}).get("Config") or [{}])[0]
     return {
         "id": n["Id"][:12],
@@ -33,19 +37,26 @@ def _row(n: dict) -> dict:
         "subnet": cfg.get("Subnet", ""),
         "gateway": cfg.get("Gateway", ""),
         "internal": n.get("Internal", False),
-        "bridge": (n.get("Options") or {}).get("com.docker.network.bridge.name", ""),
+        "bridge": bridge or (n.get("Options") or {}).get("com.docker.network.bridge.name", ""),
         "containers": sorted(c["Name"] for c in (n.get("Containers") or {}).values()),
         "builtin": n["Name"] in ("bridge", "host", "none"),
     }
 
 
+def _bridge(eng: Any, ref: str) -> str:
+    """The bridge device of a network (custom networks do not name it in Options)."""
+    return eng.get_network(ref).bridge or ""
+
+
 def list_all(user: Any) -> list[dict]:
-    return [_row(n) for n in engine_for(user).list_networks()]
+    eng = engine_for(user)
+    return [_row(n, _bridge(eng, n["Id"])) for n in eng.list_networks()]
 
 
 def inspect(user: Any, ref: str) -> dict:
-    n = engine_for(user).inspect_network(ref)
-    row = _row(n)
+    eng = engine_for(user)
+    n = eng.inspect_network(ref)
+    row = _row(n, _bridge(eng, n["Id"]))
     row["raw"] = n
     row["endpoints"] = sorted(
         ({"id": cid[:12], **c} for cid, c in (n.get("Containers") or {}).items()),
@@ -72,20 +83,20 @@ def create(
     n = eng.create_network(
         name, driver=driver, subnet=subnet or None, gateway=gateway or None, internal=internal
     )
-    return _row(n), _changes_since(eng, mark)
+    return _row(n), _changes_since(eng, mark, n["Id"])
 
 
 def remove(user: Any, ref: str) -> list[dict]:
     eng = engine_for(user)
     mark = eng.last_event_seq()
-    eng.remove_network(ref)
-    return _changes_since(eng, mark)
+    rec = eng.remove_network(ref)
+    return _changes_since(eng, mark, rec.id)
 
 
-def _link_change(change: str, net: dict, ep: Any, container: str) -> dict:
+def _link_change(change: str, bridge: str, ep: Any, container: str) -> dict:
     return {k: v for k, v in {
         "change": change, "container": container, "host_ifname": ep.host_ifname or "",
-        "ifname": ep.ifname or "", "ip": ep.ip or "", "bridge": net["bridge"],
+        "ifname": ep.ifname or "", "ip": ep.ip or "", "bridge": bridge,
     }.items() if v}  # fmt: skip
 
 
@@ -93,10 +104,10 @@ def connect(user: Any, ref: str, container: str, ip: str = "") -> list[dict]:
     eng = engine_for(user)
     mark = eng.last_event_seq()
     ep = eng.connect_network(ref, container, ip=ip or None)
-    changes = _changes_since(eng, mark)
+    changes = _changes_since(eng, mark, ep.network_id)
     if eng.get_container(container).state == "running":
         # The attach hook plumbs a veth at once; it emits no event of its own.
-        changes.append(_link_change("veth added", _row(eng.inspect_network(ref)), ep, container))
+        changes.append(_link_change("veth added", _bridge(eng, ref), ep, container))
     return changes
 
 
@@ -105,7 +116,7 @@ def disconnect(user: Any, ref: str, container: str) -> list[dict]:
     running = eng.get_container(container).state == "running"
     mark = eng.last_event_seq()
     ep = eng.disconnect_network(ref, container)
-    changes = _changes_since(eng, mark)
+    changes = _changes_since(eng, mark, ep.network_id)
     if running:
-        changes.append(_link_change("veth removed", _row(eng.inspect_network(ref)), ep, container))
+        changes.append(_link_change("veth removed", _bridge(eng, ref), ep, container))
     return changes

@@ -1,0 +1,19 @@
+"""Fixtures for the resources pages' tests."""
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(settings):
+    # Django's default hasher costs ~0.3 s per user made; what is tested here does not
+    # depend on it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def dash_net(net_env, monkeypatch):
+    """The dashboard's engine is net_env's: bridges and rules go into the test's own
+    "host" network namespace, never onto the real host."""
+    for k, v in net_env.config().env().items():
+        monkeypatch.setenv(k, v)
+    return net_env
