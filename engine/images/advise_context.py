@@ -102,16 +102,17 @@ def read_context(path: Path, dockerfile: Path) -> Context:
 
 
 def _matcher(text: str):
-    """``.dockerignore`` rules: the build's own matcher when it has landed, else
-    Docker's rules in brief (``**``, ``!`` exceptions, last match wins, a
-    matched directory takes its contents along)."""
+    """``.dockerignore`` rules: the builder's own matcher (so advise sends what
+    ``berth build`` sends), else Docker's rules in brief (``**``, ``!``
+    exceptions, last match wins, a matched directory takes its contents along)."""
     try:
-        from engine.build import dockerignore  # type: ignore[attr-defined]
+        from engine.build.dockerignore import Matcher, read_patterns
+    except ImportError:
+        return _fallback_matcher(text)
+    return Matcher(read_patterns(text)).excluded
 
-        m = dockerignore.Matcher(dockerignore.parse(text))  # type: ignore[attr-defined]
-        return m.ignored  # type: ignore[attr-defined]
-    except (ImportError, AttributeError, TypeError):
-        pass
+
+def _fallback_matcher(text: str):
     rules: list[tuple[bool, re.Pattern[str]]] = []
     for line in text.splitlines():
         line = line.strip()

@@ -214,7 +214,11 @@ BUILD_PACKAGES = {
     "libc-dev",
     "libc-dev-bin",
 }
-_BUILD_RE = re.compile(r"^(gcc|g\+\+|cpp|clang|binutils)-[\w.+-]+$|-(dev|devel)(:\w+)?$")
+# Versioned compilers (gcc-12, clang-16) and binutils' parts; "gcc-12-base" is
+# not one: libgcc-s1, which every C program needs, depends on it.
+_BUILD_RE = re.compile(
+    r"^(gcc|g\+\+|cpp|clang|gfortran)-\d[\w.]*$|^binutils-[\w.-]+$|-(dev|devel)(:\w+)?$"
+)
 # Files that betray a toolchain when no package database says so.
 BUILD_FILES = ("/usr/bin/gcc", "/usr/bin/cc", "/usr/bin/g++", "/usr/bin/make", "/usr/bin/ld")
 BUILD_TREES = ("/usr/lib/gcc", "/usr/libexec/gcc", "/usr/include")
