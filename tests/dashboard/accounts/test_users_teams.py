@@ -123,7 +123,9 @@ def test_teams_grant_membership_and_delete(client_as, users):
     assert r.status_code == 400 and "no user named &#x27;ghost&#x27;" in r.content.decode()
     c.post(f"/teams/{t.pk}/delete/")
     assert not Team.objects.filter(pk=t.pk).exists()
-    acts = list(AuditEntry.objects.filter(action__startswith="team.").values_list("action", flat=True))
+    acts = list(
+        AuditEntry.objects.filter(action__startswith="team.").values_list("action", flat=True)
+    )
     for a in ("team.create", "team.add_member", "team.grant", "team.remove_member", "team.delete"):
         assert a in acts
     assert c.post("/teams/create/", {"name": ""}).status_code == 400
