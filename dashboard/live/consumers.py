@@ -48,11 +48,12 @@ class EventsConsumer(AsyncWebsocketConsumer):
         self.types = events_service.parse_filter(q.get("type", []))
         self.actions = events_service.parse_filter(q.get("action", []))
         self.lock = asyncio.Lock()
-        await self.accept()
+        # In the group, with the position fixed, before the client hears "accepted".
         await self.channel_layer.group_add("events", self.channel_name)
         # Without a position: from now on (the page had no snapshot to continue).
         start = int(after) if after else await sync_to_async(events_service.last_seq)()
         self.seq = start
+        await self.accept()
         await self.catch_up()
 
     async def disconnect(self, code: int) -> None:
@@ -109,8 +110,8 @@ class TaskConsumer(AsyncWebsocketConsumer):
         self.lock = asyncio.Lock()
         self.done = False
         self.group = tasks_api.GROUP.format(self.task_id)
-        await self.accept()
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
         await self.catch_up()
         if not self.done:
             self.poller = asyncio.ensure_future(self.poll())
