@@ -242,6 +242,7 @@ def _leaks() -> list[str]:
             b"engine.containers.health" in cmd
             or b"engine.network.ports" in cmd
             or b"engine.network.dns" in cmd
+            or b"engine.containers.logkeeper" in cmd
         ) and any(r.encode() in a for a in cmd for r in SESSION_ROOTS):
             found.append(f"health runner pid {pid}")
     for p in prefixes:

@@ -103,6 +103,8 @@ def _options(args):
                 log_max_file = int(v)
             except ValueError:
                 raise InvalidArgument(f"invalid --log-opt max-file {v!r}") from None
+            if log_max_file < 1:
+                raise InvalidArgument("invalid --log-opt max-file: it cannot be less than 1")
         else:
             raise InvalidArgument(f"unknown log opt {k!r}: supported are max-size and max-file")
     mem = o.parse_size(args.memory, "memory") if args.memory else None

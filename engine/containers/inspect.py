@@ -163,7 +163,10 @@ def inspect(eng, c: Container) -> dict:
         "PublishAllPorts": o.publish_all,
         "IpcMode": o.ipc_mode or "private",
         "Init": o.init,
-        "LogConfig": {"Type": "k8s-file", "Config": {"max-size": str(o.log_max_size)}},
+        "LogConfig": {
+            "Type": "k8s-file",
+            "Config": {"max-size": str(o.log_max_size), "max-file": str(o.log_max_file)},
+        },
     }
     own_ns = o.network != "host" and not o.network.startswith("container:")
     net_settings = {

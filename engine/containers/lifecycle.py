@@ -497,6 +497,8 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
     eng.emit("container", "start", c.id, name=c.name, image=c.image_ref)
     if c.health:
         _ensure_health_runner(eng)
+    if c.opts.log_max_file > 1:
+        _ensure_log_keeper(eng)
     if attach is None:
         join_monitor_moves()
     return attached
@@ -569,6 +571,16 @@ def _ensure_health_runner(eng) -> None:
         # The container is running; a health runner that failed to start must
         # not turn that into an error. `system boot` retries it.
         print(f"warning: health-check runner not started: {e}", file=sys.stderr)
+
+
+def _ensure_log_keeper(eng) -> None:
+    try:
+        from engine.containers import logkeeper
+
+        logkeeper.ensure_keeper(eng)
+    except EngineError as e:
+        # As for health checks: the container runs; only older log files are not kept.
+        print(f"warning: log keeper not started (max-file): {e}", file=sys.stderr)
 
 
 _MOVERS: list = []

@@ -2,8 +2,9 @@
 
 conmon writes both streams to one file in arrival order, so "interleaved by
 timestamp" is simply file order. Partial lines (P) are joined with the next
-line. Rotation by conmon (--log-size-max) truncates the file; a follower that
-sees the file shrink starts again from the top.
+line. Rotation by conmon (--log-size-max) replaces the file; a follower that
+sees the file shrink starts again from the top. With max-file > 1 the log keeper
+(engine/containers/logkeeper.py) keeps the replaced files as ctr.log.1, .2, ...
 """
 
 from __future__ import annotations
@@ -61,20 +62,24 @@ def read(
     if tail == 0:
         return []
     partial: dict = {}
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        return []
-    with f:
-        for raw in f:
-            ln = _parse(raw, partial)
-            if ln is None:
-                continue
-            if since or until:
-                t = ln.timestamp()
-                if (since and t < since) or (until and t > until):
+    from engine.containers.logkeeper import files_in_order
+
+    # Older files kept for --log-opt max-file (ctr.log.2, ctr.log.1), then the current one.
+    for p in files_in_order(path):
+        try:
+            f = open(p, "rb")
+        except FileNotFoundError:
+            continue
+        with f:
+            for raw in f:
+                ln = _parse(raw, partial)
+                if ln is None:
                     continue
-            out.append(ln)
+                if since or until:
+                    t = ln.timestamp()
+                    if (since and t < since) or (until and t > until):
+                        continue
+                out.append(ln)
     return list(out)
 
 
