@@ -176,6 +176,11 @@ def _ensure_helpers(eng) -> list[str]:
     if health.needed(eng):
         health.ensure_runner(eng)
         out.append(health.NAME)
+    from engine.containers import logkeeper
+
+    if logkeeper.needed(eng):
+        logkeeper.ensure_keeper(eng)
+        out.append(logkeeper.NAME)
     from engine.network import resolver, store
 
     if store.all_networks(eng.db) and any(n.driver == "bridge" for n in store.all_networks(eng.db)):
