@@ -1,0 +1,234 @@
+"""Hostile contexts and archives stay inside; failures and crashes leave nothing behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import tarfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BERTH, REPO
+from tests.engine.build.conftest import write_tree
+
+pytestmark = pytest.mark.root
+
+
+def _mounts_under(root: Path) -> list[str]:
+    prefix = str(root)
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+
+
+def _cgroups(prefix: str) -> list[str]:
+    found = []
+    for ctl in Path("/sys/fs/cgroup").iterdir():
+        d = ctl / prefix
+        if d.is_dir():
+            found += [str(c) for c in d.iterdir() if c.is_dir()]
+    return found
+
+
+def test_symlinks_in_context_are_copied_as_links_never_followed_out(busybox_env, tmp_path):
+    outside = tmp_path / "outside"
+    write_tree(outside, {"secret.txt": "host secret\n", "dir/inner.txt": "inner\n"})
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "FROM busybox\nCOPY . /ctx/\nCOPY to-secret /single\nCOPY to-dir/ /d/\n",
+            "real.txt": "ok\n",
+        },
+    )
+    os.symlink(str(outside / "secret.txt"), ctx / "to-secret")
+    os.symlink("../outside/dir", ctx / "to-dir")  # relative, climbing out
+    p = busybox_env.berth("build", "-q", "-t", "links", str(ctx))
+    assert p.returncode == 0, p.stderr
+    out = busybox_env.berth(
+        "run", "--rm", "links", "sh", "-c",
+        "for l in /ctx/to-secret /single /ctx/to-dir; do readlink $l; done;"
+        " cat /ctx/to-secret /single 2>&1;"
+        " ls -a /d 2>&1; cat /ctx/real.txt",
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    assert lines[:3] == [str(outside / "secret.txt"), str(outside / "secret.txt"), "../outside/dir"]
+    assert "host secret" not in out and "inner" not in out
+    assert "ok" in lines[-1]
+
+
+def test_copy_cannot_climb_out_of_the_context(busybox_env, tmp_path):
+    write_tree(tmp_path, {"outside.txt": "no\n"})
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY ../outside.txt /x\n"})
+    p = busybox_env.berth("build", str(ctx))
+    assert p.returncode != 0
+    assert "forbidden path outside the build context: ../outside.txt" in p.stderr
+
+
+def _hostile_tar(host_target: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as t:
+
+        def add(name, kind=tarfile.REGTYPE, data=b"", link=""):
+            ti = tarfile.TarInfo(name)
+            ti.type = kind
+            ti.size = len(data)
+            ti.linkname = link
+            ti.mode = 0o644
+            t.addfile(ti, io.BytesIO(data) if data else None)
+
+        add("../../climb.txt", data=b"climbed\n")
+        add("/abs.txt", data=b"absolute\n")
+        add("escape", tarfile.SYMTYPE, link=str(host_target.parent))
+        add(f"escape/{host_target.name}", data=b"through the link\n")
+        add("dev-null", tarfile.CHRTYPE)
+        add("ok/file.txt", data=b"fine\n")
+    return buf.getvalue()
+
+
+def test_add_tar_is_extracted_inside_the_image_only(busybox_env, tmp_path):
+    # The tar's link points at the host's /tmp, which the image has too.
+    host_target = Path("/tmp") / f"berth-pwned-{busybox_env.prefix}.txt"
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nADD bundle.tar /dest/\n"})
+    (ctx / "bundle.tar").write_bytes(_hostile_tar(host_target))
+    p = busybox_env.berth("build", "-q", "-t", "tarry", str(ctx))
+    assert p.returncode == 0, p.stderr
+    try:
+        assert not host_target.exists()
+    finally:
+        host_target.unlink(missing_ok=True)
+    assert not (tmp_path / "climb.txt").exists()
+    out = busybox_env.berth(
+        "run", "--rm", "tarry", "sh", "-c",
+        f"cat /dest/climb.txt /dest/abs.txt /dest/ok/file.txt {host_target} 2>&1; ls /dest",
+    ).stdout  # fmt: skip
+    # Names were cleaned into /dest; the link's target resolved inside the image.
+    assert "climbed" in out and "absolute" in out and "fine" in out
+    assert "through the link" in out  # written at the link's target *inside the image*
+    assert "dev-null" not in out
+
+
+def test_add_url_unreachable_and_reachable(busybox_env, tmp_path):
+    ctx = write_tree(
+        tmp_path / "ctx", {"Dockerfile": "FROM busybox\nADD http://127.0.0.1:9/x /x\n"}
+    )
+    p = busybox_env.berth("build", str(ctx))
+    assert p.returncode != 0
+    assert "ADD http://127.0.0.1:9/x: cannot reach the URL" in p.stderr
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = b"downloaded payload\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Last-Modified", "Wed, 21 Oct 2015 07:28:00 GMT")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/files/tool.txt"
+        (ctx / "Dockerfile").write_text(f"FROM busybox\nADD {url} /opt/\n")
+        p = busybox_env.berth("build", "-q", "-t", "fetched", str(ctx))
+        assert p.returncode == 0, p.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    out = busybox_env.berth(
+        "run", "--rm", "fetched", "sh", "-c", "cat /opt/tool.txt; stat -c '%a %Y' /opt/tool.txt"
+    ).stdout  # fmt: skip
+    assert out.splitlines() == ["downloaded payload", "600 1445412480"]
+
+
+def test_failing_run_reports_and_leaves_nothing(busybox_env, tmp_path):
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": 'FROM busybox\nENV A=1\nRUN echo partial > /made && echo before-failure && exit 3\nCMD ["true"]\n'
+        },
+    )
+    eng = busybox_env.engine()
+    images_before = {i["FullID"] for i in eng.list_images(all=True)}
+    p = busybox_env.berth("build", "-t", "broken:1", str(ctx))
+    assert p.returncode == 1
+    assert "before-failure" in p.stdout  # the step's output was shown
+    assert (
+        "step 3/4: the command '/bin/sh -c echo partial > /made && echo before-failure && exit 3'"
+        " returned a non-zero code: 3" in p.stderr
+    )
+    assert eng.containers(all=True) == []
+    assert _mounts_under(busybox_env.root) == []
+    assert _cgroups(busybox_env.prefix) == []
+    assert not eng.images.exists("broken:1")
+    made = {i["FullID"] for i in eng.list_images(all=True)} - images_before
+    # Only the ENV step's image (complete, and cached) was made; nothing from the RUN.
+    assert len(made) == 1
+    (new,) = made
+    assert (
+        json.loads(busybox_env.berth("image", "inspect", new, check=True).stdout)[0]["Config"][
+            "Env"
+        ][-1]
+        == "A=1"
+    )
+    assert list((busybox_env.root / "build" / "tmp").iterdir()) == []
+
+
+def test_builder_killed_mid_run_is_cleaned_up_by_the_next_build(busybox_env, tmp_path):
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {"Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n", "f": "x"},
+    )
+    proc = subprocess.Popen(
+        [*BERTH, "build", "-t", "killed", str(ctx)],
+        env=busybox_env.env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"\nstarted\n" not in out and time.monotonic() < deadline:
+            out += proc.stdout.read1(4096) if proc.stdout else b""
+        assert b"\nstarted\n" in out  # the RUN's own output: its container runs
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    eng = busybox_env.engine()
+    assert len(eng.containers(all=True)) == 1  # the orphan, for now
+    # The next build (here: a different Dockerfile) removes the orphan and the stale workspace.
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo fine > /fine\n")
+    p = busybox_env.berth("build", "-q", "-t", "after", str(ctx))
+    assert p.returncode == 0, p.stderr
+    assert eng.containers(all=True) == []
+    assert _mounts_under(busybox_env.root) == []
+    assert list((busybox_env.root / "build" / "tmp").iterdir()) == []
+    # The killed step cached nothing: no entry leads to an image that ran it.
+    cache = busybox_env.root / "build" / "cache"
+    for entry in cache.iterdir():
+        assert not entry.name.startswith(".tmp")
+        history = eng.image_history(entry.read_text().strip())
+        assert not any("sleep 60" in h["CreatedBy"] for h in history)
+
+
+def test_run_uses_the_network_asked_for(net_env, tmp_path):
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {"Dockerfile": "FROM busybox\nRUN ls /sys/class/net | sort | tr '\\n' ' '\n"},
+    )
+    p = net_env.berth("build", "--no-cache", str(ctx))
+    assert p.returncode == 0, p.stderr
+    assert "eth0 lo" in p.stdout  # the engine's default (bridge) network
+    p = net_env.berth("build", "--no-cache", "--network", "none", str(ctx))
+    assert p.returncode == 0, p.stderr
+    assert "eth0" not in p.stdout and "lo " in p.stdout
