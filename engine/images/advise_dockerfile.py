@@ -217,14 +217,40 @@ class _Analysis:
                        text=[_text(i) for i in ins], **kw)  # fmt: skip
 
     def full_base(self) -> list[Finding]:
+        """By the base's name; and, when the base image is in the local store, by
+        what its layers hold (docs a -slim base leaves out, installed compilers),
+        with the bytes — they ship in every image built FROM it."""
         root = self.chain[0]
         base = self.word(root.base)
         better = R.slimmer_base(base)
-        if not better:
+        out = []
+        if better:
+            out.append(self._f(R.FULL_BASE, "warning", f"{base} is a full image where a slim one exists",
+                               f"{better[1]} software without compilers, headers and docs.",
+                               f"FROM {better[0]}", [root.from_instr]))  # fmt: skip
+        for f in self._base_content():
+            if f.id == R.FULL_BASE and out:
+                out[0].bytes, out[0].paths = f.bytes, f.paths  # the name said so; now the bytes
+                continue
+            f.title = f"base image {base}: {f.title}"
+            f.lines, f.text, f.layers = [root.from_instr.line], [_text(root.from_instr)], []
+            out.append(f)
+        return out
+
+    def _base_content(self) -> list[Finding]:
+        from engine.images import advise_image as AI
+        from engine.images.advise_fs import scan_image
+
+        base = self.word(self.chain[0].base)
+        if self.store is None or base.lower() == "scratch":
             return []
-        return [self._f(R.FULL_BASE, "warning", f"{base} is a full image where a slim one exists",
-                        f"{better[1]} software without compilers, headers and docs.",
-                        f"FROM {better[0]}", [root.from_instr])]  # fmt: skip
+        try:
+            rec = self.store.get(base)
+        except (NotFound, InvalidArgument):
+            return []
+        img = scan_image(self.store.layer_dirs(rec))
+        steps = AI.steps(rec.config, len(img.layers))
+        return AI.full_base(img, [], steps) + AI.build_tools(img)
 
     def _env_text(self, upto: Instruction) -> str:
         text = []

@@ -45,4 +45,9 @@ def test_debian_with_gcc(debian_env, tmp_path):
     p = debian_env.berth("image", "advise", "--format", "json", str(ctx))
     d = json.loads(p.stdout)
     assert d["layers"][0] == {"line": 1, "instruction": f"FROM {DEBIAN_REF}", "size": r["size"]}
-    assert {f["id"] for f in d["findings"]} == {"runs-as-root"}
+    found = {f["id"]: f for f in d["findings"]}
+    assert set(found) == {"runs-as-root", "full-base", "build-tools"}  # the base's content
+    assert found["build-tools"]["lines"] == [1] and found["full-base"]["lines"] == [1]
+    assert found["build-tools"]["bytes"] == next(
+        f["bytes"] for f in r["findings"] if f["id"] == "build-tools"
+    )

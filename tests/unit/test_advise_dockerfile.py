@@ -12,7 +12,15 @@ import pytest
 from engine.errors import InvalidArgument, NotFound
 from engine.images.advise import is_dockerfile_target, render_text
 from engine.images.advise_dockerfile import LARGE_CONTEXT, advise_dockerfile
-from tests.unit.test_advise_image import advisor, docker_archive, layer_tar, load
+from tests.unit.test_advise_image import (
+    MESSY_CONFIG,
+    MESSY_HISTORY,
+    MESSY_LAYERS,
+    advisor,
+    docker_archive,
+    layer_tar,
+    load,
+)
 
 KEY = "-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEA\n-----END RSA PRIVATE KEY-----\n"
 
@@ -255,3 +263,20 @@ def test_cache_mount_leaves_no_cache_in_the_layer(tmp_path):
     assert [f["id"] for f in advise_dockerfile(str(ctx / "Dockerfile"))["findings"]] == [
         "package-cache"
     ]
+
+
+def test_a_local_base_image_is_judged_by_its_layers(eng_env, tmp_path):
+    eng = advisor(eng_env)
+    load(eng, docker_archive(MESSY_LAYERS, MESSY_HISTORY, ["python:3.11"], MESSY_CONFIG))
+    ctx = write(tmp_path / "p", {"Dockerfile": "FROM python:3.11\nUSER 1\n"})
+    found = {f["id"]: f for f in eng.advise_dockerfile(str(ctx / "Dockerfile"))["findings"]}
+    assert set(found) == {"full-base", "build-tools"}
+    assert found["full-base"]["bytes"] == 1_800_000 and found["full-base"]["lines"] == [1]
+    assert "python:3.11-slim" in found["full-base"]["fix"]  # the name's advice, the layers' bytes
+    assert found["build-tools"]["lines"] == [1]
+    assert found["build-tools"]["bytes"] == (70000 + 1500 + 9000) * 1024
+    assert found["build-tools"]["title"].startswith("base image python:3.11: ")
+    # Only the final image's base counts: a build stage FROM it ships nothing of it.
+    (ctx / "Dockerfile").write_text("FROM python:3.11 AS build\nRUN true\n"
+                                    "FROM scratch\nUSER 1\nCOPY --from=build /x /x\n")  # fmt: skip
+    assert eng.advise_dockerfile(str(ctx / "Dockerfile"))["findings"] == []
