@@ -51,8 +51,10 @@ def record(
     *,
     user: Any = None,
     source: str = "web",
+    address: str | None = None,
 ) -> None:
-    """Append an entry. ``request`` gives the user and address (or pass ``user``)."""
+    """Append an entry. ``request`` gives the user and address (or pass ``user`` and
+    ``address``: a Celery task finishing an action the page started has no request)."""
     from dashboard.accounts.models import AuditEntry
 
     u = user if user is not None else getattr(request, "user", None)
@@ -60,7 +62,7 @@ def record(
         ts=timezone.now(),
         actor=getattr(u, "username", "") or "anonymous",
         source=source,
-        address=client_address(request),
+        address=address if address is not None else client_address(request),
         action=action,
         target=str(target)[:255],
         params=mask(params or {}),

@@ -32,3 +32,17 @@ def invalid_status(request: Any) -> int:
     """A form with errors: 400 for a plain POST; 200 for htmx, which swaps in only
     2xx answers by default, and the errors must show."""
     return 200 if is_htmx(request) else 400
+
+
+def to_task(request: Any, task_id: str) -> HttpResponse:
+    """Follow a started task on its page (dashboard/live): a redirect, or for htmx an
+    HX-Redirect so the whole page changes."""
+    from django.shortcuts import redirect
+    from django.urls import reverse
+
+    url = reverse("live:task", args=[task_id])
+    if is_htmx(request):
+        resp = HttpResponse(status=204)
+        resp["HX-Redirect"] = url
+        return resp
+    return redirect(url)

@@ -4,12 +4,10 @@ containers, images and volumes of every user on the host at once."""
 
 from __future__ import annotations
 
-from django.contrib import messages
-from django.shortcuts import redirect
-
-from dashboard.accounts.audit import record
+from dashboard.accounts.audit import client_address
 from dashboard.accounts.roles import has_role, role_required
-from dashboard.resources.htmx import is_htmx, page
+from dashboard.live import tasks_api
+from dashboard.resources.htmx import page, to_task
 from dashboard.services import system as svc
 
 
@@ -25,26 +23,15 @@ def system(request):
 
 @role_required("admin")
 def system_prune(request):
-    """GET: what would go (with the chosen flags). POST: prune, then say what went."""
+    """GET: what would go (with the chosen flags). POST: a task on the long queue prunes
+    (its page follows it, and says what went); the task writes the audit entry."""
     if request.method == "POST":
         all_images, volumes = _flags(request.POST)
-        params = {"all": all_images, "volumes": volumes}
-        try:
-            went = svc.prune(request.user, all_images, volumes)
-        except svc.EngineError as e:
-            record(request, "system.prune", "", params, result=f"error: {e}")
-            messages.error(request, f"Prune failed: {e}")
-        else:
-            record(request, "system.prune", "", {**params, "removed": went})
-            messages.success(
-                request,
-                f"Pruned {len(went['containers'])} container(s), {len(went['images'])} image "
-                f"line(s), {len(went['volumes'])} volume(s); reclaimed {went['reclaimed']}.",
-            )
-            if not is_htmx(request):
-                return redirect("resources:system")
-        ctx = {"df": svc.disk_usage(request.user), "is_admin": True}
-        return page(request, "resources/system.html", ctx)
+        kwargs = {"all_images": all_images, "volumes": volumes,
+                  "address": client_address(request)}  # fmt: skip
+        task_id = tasks_api.start(request.user, "system.prune", "long.system_prune", kwargs,
+                                  target="system")  # fmt: skip
+        return to_task(request, task_id)
     all_images, volumes = _flags(request.GET)
     ctx = {"doomed": svc.prune_preview(request.user, all_images, volumes), "all": all_images,
            "volumes": volumes}  # fmt: skip

@@ -10,10 +10,11 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from dashboard.accounts.audit import record
+from dashboard.accounts.audit import client_address, record
 from dashboard.accounts.roles import has_role, role_required
+from dashboard.live import tasks_api
 from dashboard.resources.forms import VolumeForm, add_engine_error
-from dashboard.resources.htmx import invalid_status, is_htmx, page
+from dashboard.resources.htmx import invalid_status, is_htmx, page, to_task
 from dashboard.services import volumes as svc
 
 
@@ -86,20 +87,18 @@ def volume_remove(request, name: str):
 
 @role_required("operator")
 def volume_prune(request):
-    """GET: the confirmation, listing what would go. POST: remove exactly the listed
-    volumes that are still unused (one a container took meanwhile stays)."""
+    """GET: the confirmation, listing what would go. POST: a task (long queue) removes
+    exactly the listed volumes that are still unused (one a container took since the
+    confirmation stays); the answer is that task's page."""
     all_ = request.GET.get("all") == "1" or request.POST.get("all") == "1"
     if request.method == "POST":
         names = request.POST.getlist("name")
-        removed, skipped = svc.prune(request.user, names)
-        record(request, "volume.prune", "", {"all": all_, "confirmed": names},
-               result="ok" if not skipped else "partly: " + "; ".join(skipped))  # fmt: skip
-        if removed:
-            messages.success(request, f"Removed {len(removed)} volume(s): {', '.join(removed)}.")
-        else:
-            messages.info(request, "No volume was removed.")
-        for s in skipped:
-            messages.error(request, f"Kept {s}")
-        return _after(request)
+        if not names:
+            messages.info(request, "Nothing was confirmed: no volume was removed.")
+            return _after(request)
+        kwargs = {"names": names, "all": all_, "address": client_address(request)}
+        task_id = tasks_api.start(request.user, "volume.prune", "long.volume_prune", kwargs,
+                                  target=f"{len(names)} volume(s)")  # fmt: skip
+        return to_task(request, task_id)
     ctx = {"doomed": svc.prune_preview(request.user, all=all_), "all": all_}
     return page(request, "resources/volume_prune.html", ctx)

@@ -17,3 +17,7 @@ def dash_net(net_env, monkeypatch):
     for k, v in net_env.config().env().items():
         monkeypatch.setenv(k, v)
     return net_env
+
+
+# A private Redis and a real Celery worker for the prune tasks: the live app's fixtures.
+from tests.dashboard.live.conftest import live_redis, redis_server, start_worker  # noqa: E402,F401

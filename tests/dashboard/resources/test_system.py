@@ -6,8 +6,15 @@ from __future__ import annotations
 import pytest
 
 from dashboard.accounts.models import AuditEntry
+from dashboard.live.models import TaskRecord
+from tests.dashboard.live.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
+
+
+def final(task_id: str) -> TaskRecord | None:
+    rec = TaskRecord.objects.get(pk=task_id)
+    return rec if rec.final else None
 
 
 @pytest.fixture
@@ -39,7 +46,10 @@ def test_prune_refused_below_admin(client_as, dash_busybox, role):
     assert not AuditEntry.objects.filter(action="system.prune").exists()
 
 
-def test_prune_confirmation_lists_what_goes_then_prunes(client_as, dash_busybox):
+@pytest.mark.timeout(240)
+def test_prune_confirmation_lists_what_goes_then_a_task_prunes(
+    client_as, dash_busybox, start_worker
+):
     eng = dash_busybox.engine()
     dash_busybox.berth("create", "--name", "stopped1", "busybox", check=True)
     anon = eng.create_volume(anonymous=True)["Name"]
@@ -53,13 +63,20 @@ def test_prune_confirmation_lists_what_goes_then_prunes(client_as, dash_busybox)
     assert "named-stays" not in body
     # Nothing went yet: the page only asked.
     assert eng.containers(all=True) and eng.list_images()
+    start_worker()
     r = c.post("/system/prune/", {"all": "1", "volumes": "1"})
-    assert r.status_code == 302
+    assert r.status_code == 302 and r.url.startswith("/tasks/")
+    task_id = r.url.rstrip("/").rsplit("/", 1)[1]
+    rec = wait_for(lambda: final(task_id), 120, "the prune task to end")
+    assert rec.state == "success", rec.error
     assert eng.containers(all=True) == [] and eng.list_images() == []
     assert {v["Name"] for v in eng.list_volumes()} == {"named-stays"}
     e = AuditEntry.objects.get(action="system.prune")
-    assert e.actor == "admin" and e.params["all"] is True and e.result == "ok"
-    assert e.params["removed"]["volumes"] == [anon]
+    assert e.actor == "admin" and e.address == "127.0.0.1" and e.result == "ok"
+    assert e.params["all"] is True and e.params["removed"]["volumes"] == [anon]
+    # The task's page says what went.
+    body = c.get(r.url).content.decode()
+    assert "deleted volume " + anon in body
 
 
 def test_nothing_to_prune(client_as, engine_root):

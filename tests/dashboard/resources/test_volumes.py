@@ -6,9 +6,16 @@ from __future__ import annotations
 import pytest
 
 from dashboard.accounts.models import AuditEntry
+from dashboard.live.models import TaskRecord
 from dashboard.services import engine_for
+from tests.dashboard.live.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
+
+
+def final(task_id: str) -> TaskRecord | None:
+    rec = TaskRecord.objects.get(pk=task_id)
+    return rec if rec.final else None
 
 
 def names(eng) -> set[str]:
@@ -89,7 +96,8 @@ def test_inspect_shows_users_and_in_use_refused(client_as, busybox_env, monkeypa
     assert "shared" in names(busybox_env.engine())
 
 
-def test_prune_lists_then_removes_exactly_that(client_as, busybox_env, monkeypatch):
+@pytest.mark.timeout(240)
+def test_prune_lists_then_removes_exactly_that(client_as, busybox_env, monkeypatch, start_worker):
     for k, v in busybox_env.config().env().items():
         monkeypatch.setenv(k, v)
     eng = busybox_env.engine()
@@ -104,8 +112,13 @@ def test_prune_lists_then_removes_exactly_that(client_as, busybox_env, monkeypat
     assert anon in body and "named1" in body and "used1" not in body
     # A volume made after the confirmation was shown is not removed with it.
     late = eng.create_volume(anonymous=True)["Name"]
-    r = c.post("/volumes/prune/", {"name": [anon, "named1"], "all": "1"})
-    assert r.status_code == 302
+    start_worker()
+    r = c.post("/volumes/prune/", {"name": [anon, "named1"], "all": "1"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 204 and r["HX-Redirect"].startswith("/tasks/")
+    task_id = r["HX-Redirect"].rstrip("/").rsplit("/", 1)[1]
+    rec = wait_for(lambda: final(task_id), 120, "the prune task to end")
+    assert rec.state == "success", rec.error
     assert names(eng) == {"used1", late}
     e = AuditEntry.objects.get(action="volume.prune")
-    assert e.params["confirmed"] == [anon, "named1"] and e.result == "ok"
+    assert e.actor == "operator" and e.result == "ok"
+    assert e.params["confirmed"] == [anon, "named1"] and e.params["removed"] == [anon, "named1"]
