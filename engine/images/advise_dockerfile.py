@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import InvalidArgument, NotFound
+from engine.images import advise_commands as C
 from engine.images import advise_rules as R
 from engine.images.advise_context import Context, key_files, read_context
 from engine.images.advise_rules import Finding
@@ -27,22 +28,6 @@ if TYPE_CHECKING:
 
 LARGE_CONTEXT = 10 * 1024 * 1024  # a context this big without .dockerignore is worth a look
 _LAYER_MAKERS = ("RUN", "COPY", "ADD")
-_SEP = re.compile(r"&&|\|\||;|\||\n")
-_INSTALL = re.compile(
-    r"\b(?:apt-get|apt|aptitude)\s+(?:-\S+\s+)*install\b|\bapk\s+(?:-\S+\s+)*add\b"
-    r"|\b(?:yum|dnf|microdnf)\s+(?:-\S+\s+)*install\b"
-)
-_PURGE = re.compile(
-    r"\b(?:apt-get|apt)\s+(?:-\S+\s+)*(?:purge|remove|autoremove)\b|\bapk\s+(?:-\S+\s+)*del\b"
-    r"|\b(?:yum|dnf)\s+(?:-\S+\s+)*(?:remove|erase)\b"
-)
-# What in a RUN writes a path: download outputs, redirections, extraction dirs, copies.
-_WRITES = (
-    r"(?:-O\s*|-o\s*|\bof=|--output(?:-document)?[=\s]|>>?\s*|\btee\s+(?:-a\s+)?|-C\s*"
-    r"|\bclone\s+\S+\s+|\bmkdir\s+(?:-p\s+)?|\b(?:cp|mv)\s+(?:-\S+\s+)*\S+\s+|\btouch\s+)['\"]?"
-)
-_SHARED_DIRS = ("/tmp", "/var", "/usr", "/root", "/opt", "/home", "/etc", "/srv")
-_RM = re.compile(r"(?:^|\s)rm\s+((?:-\S+\s+)*)(.*)$")
 
 
 def advise_dockerfile(
@@ -285,7 +270,7 @@ class _Analysis:
         earlier: list[tuple[Instruction, str]] = []
         for ins, wd in self.walk():
             if ins.keyword == "RUN":
-                for target in _rm_targets(_cmd(ins), wd):
+                for target in C.rm_targets(_cmd(ins), wd):
                     hit = self._made_earlier(target, earlier)
                     if hit is None:
                         continue
@@ -307,7 +292,7 @@ class _Analysis:
         covers (with their bytes), else a RUN that writes it or fills that cache."""
         for ins, wd in reversed(earlier):
             if self.from_context(ins):
-                hit = {p: v for p, v in self.copies(ins, wd).items() if _covers(target, p)}
+                hit = {p: v for p, v in self.copies(ins, wd).items() if C.covers(target, p)}
                 if hit:
                     size = sum(s for _, s in hit.values())
                     top = sorted(hit.items(), key=lambda kv: -kv[1][1])[:5]
@@ -317,12 +302,12 @@ class _Analysis:
                         [{"path": p, "size": s, "line": ins.line} for p, (_, s) in top],
                     )
         literal = target.split("*", 1)[0].rstrip("/")
-        writes = re.compile(_WRITES + re.escape(literal) + r"(?:[/\s'\"]|$)")
+        writes = re.compile(C.WRITES + re.escape(literal) + r"(?:[/\s'\"]|$)")
         for ins, _wd in reversed(earlier):
             if ins.keyword != "RUN":
                 continue
             cmd = _cmd(ins)
-            if len(literal) > 4 and literal not in _SHARED_DIRS and writes.search(cmd):
+            if len(literal) > 4 and literal not in C.SHARED_DIRS and writes.search(cmd):
                 return ins, 0, []
             for c in R.CACHES:
                 if any(w in cmd for w in c.fills) and any(
@@ -370,22 +355,22 @@ class _Analysis:
         runs = [i for i in self.shipped() if i.keyword == "RUN"]
         purged: set[str] = set()
         for ins in runs:
-            for seg in _SEP.split(_cmd(ins)):
-                if _PURGE.search(seg):
+            for seg in C.SEP.split(_cmd(ins)):
+                if C.PURGE.search(seg):
                     purged |= {w.split("=")[0] for w in seg.split()[2:]}
         out = []
         single = len(self.df.stages) == 1
         for ins in runs:
             tools = []
-            for seg in _SEP.split(_cmd(ins)):
-                m = _INSTALL.search(seg)
+            for seg in C.SEP.split(_cmd(ins)):
+                m = C.INSTALL.search(seg)
                 if not m:
                     continue
                 words = seg[m.end() :].split()
-                virtual = _virtual(words)
+                virtual = C.virtual(words)
                 if virtual and virtual in purged:
                     continue
-                tools += [w for w in _packages(words) if R.is_build_package(w) and w not in purged]
+                tools += [w for w in C.packages(words) if R.is_build_package(w) and w not in purged]
             if tools:
                 where = "a single-stage image" if single else "the final stage"
                 out.append(self._f(R.BUILD_TOOLS, "warning", f"build tools installed in {where}",
@@ -441,7 +426,7 @@ class _Analysis:
                             "its history, for anyone who can pull it.",
                             "pass secrets with RUN --mount=type=secret or at run time", [ins])  # fmt: skip
                 # Never repeat the value: the report may be shown to others (dashboard).
-                f.text = [_hide(t, [v for _, v in found]) for t in f.text]
+                f.text = [C.hide(t, [v for _, v in found]) for t in f.text]
                 out.append(f)
         return out
 
@@ -475,62 +460,3 @@ class _Analysis:
                                "extra behaviour is not needed and can surprise.",
                                "use COPY", [ins]))  # fmt: skip
         return out
-
-
-def _hide(text: str, values: list[str]) -> str:
-    for v in values:
-        bare = v.strip("'\"")
-        if bare:
-            text = text.replace(bare, R.masked(bare))
-    return text
-
-
-def _rm_targets(cmd: str, workdir: str) -> list[str]:
-    out = []
-    for seg in _SEP.split(cmd):
-        m = _RM.search(seg)
-        if not m:
-            continue
-        for w in m.group(2).split():
-            if w.startswith("-") or "$" in w:
-                continue
-            w = w.strip("'\"")
-            path = posixpath.normpath(w if w.startswith("/") else posixpath.join(workdir, w))
-            if path != "/":
-                out.append(path)
-    return out
-
-
-def _covers(target: str, path: str) -> bool:
-    """Does deleting ``target`` (wildcards allowed) remove ``path``?"""
-    from fnmatch import fnmatchcase
-
-    want = target.strip("/").split("/")
-    have = path.strip("/").split("/")
-    return len(have) >= len(want) and all(
-        fnmatchcase(h, w) for h, w in zip(have, want, strict=False)
-    )
-
-
-def _virtual(words: list[str]) -> str:
-    for i, w in enumerate(words):
-        if w in ("--virtual", "-t") and i + 1 < len(words):
-            return words[i + 1]
-        if w.startswith("--virtual="):
-            return w.split("=", 1)[1]
-    return ""
-
-
-def _packages(words: list[str]) -> list[str]:
-    out, skip = [], False
-    for w in words:
-        if skip:
-            skip = False
-            continue
-        if w in ("--virtual", "-t", "-o", "--option", "--repository", "-X"):
-            skip = True
-            continue
-        if w.startswith("-") or "$" in w or "\\" == w:
-            continue
-        out.append(w.split("=", 1)[0].strip("'\""))
-    return out

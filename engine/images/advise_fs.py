@@ -135,41 +135,53 @@ def stack(layers: list[LayerFiles]) -> ImageFiles:
     live_dirs: set[str] = set()
     wasted: list[Wasted] = []
 
-    def drop_tree(prefix: str, by: int) -> None:
-        # Only directories have a subtree; a file whiteout is one lookup.
-        if prefix in live_dirs:
-            pre = prefix + "/"
-            for p in [p for p in live if p.startswith(pre)]:
-                layer, size = live.pop(p)
-                wasted.append(Wasted(p, size, layer, by, "deleted"))
-            live_dirs.difference_update({d for d in live_dirs if d.startswith(pre)})
-            live_dirs.discard(prefix)
+    def drop_trees(tops: set[str], by: int) -> None:
+        """Remove everything below the directories ``tops`` in one pass over the
+        live files (``rm -rf dir/*`` makes hundreds of directory whiteouts)."""
+        tops = tops & live_dirs
+        if not tops:
+            return
+        for p in [p for p in live if _under_any(p, tops)]:
+            layer, size = live.pop(p)
+            wasted.append(Wasted(p, size, layer, by, "deleted"))
+        live_dirs.difference_update({d for d in live_dirs if _under_any(d, tops)})
 
     for layer in layers:
         i = layer.index
-        for d in layer.opaque:
-            kept = d in live_dirs
-            drop_tree(d, i)
-            if kept:
-                live_dirs.add(d)
+        drop_trees(set(layer.opaque), i)  # their content goes, the directories stay
         for w in layer.whiteouts:
             hit = live.pop(w, None)
             if hit is not None:
                 wasted.append(Wasted(w, hit[1], hit[0], i, "deleted"))
-            drop_tree(w, i)
+        gone = set(layer.whiteouts) & live_dirs
+        drop_trees(gone, i)
+        live_dirs.difference_update(gone)
         for d in layer.dirs:
             hit = live.pop(d, None)  # a directory over a lower file replaces it
             if hit is not None:
                 wasted.append(Wasted(d, hit[1], hit[0], i, "replaced"))
-            live_dirs.add(d)
+        # A file over a lower directory hides that directory's tree.
+        covered = {p for p in layer.files if p in live_dirs}
+        drop_trees(covered, i)
+        live_dirs.difference_update(covered)
+        live_dirs.update(layer.dirs)
         for path, size in layer.files.items():
-            if path in live_dirs:  # a file over a lower directory hides its tree
-                drop_tree(path, i)
             hit = live.get(path)
             if hit is not None:
                 wasted.append(Wasted(path, hit[1], hit[0], i, "replaced"))
             live[path] = (i, size)
     return ImageFiles(layers, live, wasted)
+
+
+def _under_any(path: str, tops: set[str]) -> bool:
+    """Is ``path`` strictly below one of ``tops``? (ancestors looked up, not scanned)"""
+    i = path.rfind("/")
+    while i > 0:
+        path = path[:i]
+        if path in tops:
+            return True
+        i = path.rfind("/")
+    return False
 
 
 def scan_image(layer_dirs: list[Path]) -> ImageFiles:
