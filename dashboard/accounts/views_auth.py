@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_not_required, login_required
 from django.contrib.auth.forms import AuthenticationForm, PasswordChangeForm
 from django.shortcuts import redirect, render
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -26,6 +26,9 @@ def _next_url(request) -> str:
     return nxt if nxt and ok else "/"
 
 
+# login_not_required: ready for Django's LoginRequiredMiddleware (every other page
+# then needs a log-in even if its view forgot the decorator).
+@login_not_required
 @sensitive_post_parameters("password")
 @csrf_protect
 @never_cache
