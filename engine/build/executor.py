@@ -97,6 +97,7 @@ class Builder:
         self.named: dict[str, BuildContext] = {}
         self.orphans_checked = False
         self.df: Dockerfile | None = None
+        self.monitors: list[int] = []  # conmon pids of RUN steps, finishing their exit commands
 
     # -- output -------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -120,6 +121,10 @@ class Builder:
                 if c is not None:
                     c.close()
             self.ws.close()
+            if self.monitors:
+                from engine.build.run import wait_monitors
+
+                wait_monitors(self.monitors)
 
     def _load(self, stream: BinaryIO | None) -> Dockerfile:
         o = self.opts

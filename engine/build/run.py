@@ -50,8 +50,13 @@ def run_step(
     step: str,
     out: Output,
     started: Callable[[str], None],
+    monitors: list[int],
 ) -> tuple[int, tuple[str, int] | None]:
-    """Run ``argv`` on ``image_id``; (exit code, the layer blob (diff ID, size) if it was 0)."""
+    """Run ``argv`` on ``image_id``; (exit code, the layer blob (diff ID, size) if it was 0).
+
+    The container's monitor (conmon) finishes its exit command after we removed
+    the container; its pid goes to ``monitors`` so the build can wait for it at
+    the end (overlapping the next steps) instead of after every RUN."""
     from engine.build.rootfs import commit_upper
     from engine.containers import attach, lifecycle
     from engine.containers.commit import _artifacts
@@ -73,6 +78,9 @@ def run_step(
     try:
         started(c.id)
         sock = eng.start_container(c.id, attach=attach.connect)
+        from engine.containers import records
+
+        monitors.append(records.load(eng.db, c.id).conmon_pid)
         try:
             _relay(sock, out)
         finally:
@@ -88,6 +96,15 @@ def run_step(
     finally:
         with contextlib.suppress(NotFound):
             eng.remove_container(c.id, force=True)
+
+
+def wait_monitors(pids: list[int], timeout: float = 10.0) -> None:
+    from engine.containers.lifecycle import wait_pid_exit
+
+    for pid in pids:
+        if pid:
+            wait_pid_exit(pid, timeout)
+    pids.clear()
 
 
 def _relay(sock: socket.socket, out: Output) -> None:

@@ -314,6 +314,7 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
         step=f"{b.step}/{b.total}",
         out=b.raw,
         started=lambda cid: b.say(f" ---> Running in {cid[:12]}"),
+        monitors=b.monitors,
     )
     if code != 0:
         raise BuildStepFailed(b.step, b.total, " ".join(argv), code)
