@@ -61,6 +61,11 @@
       stateEl.textContent = d.state;
       stateEl.className = "state task-" + d.state;
       if (d.error) { errorEl.textContent = d.error; line("error: " + d.error); }
+      const dl = document.getElementById("task-download");
+      if (d.result && d.result.Download && dl) {
+        dl.querySelector("a").href = d.result.Download;
+        dl.hidden = false;
+      }
       if (FINAL.includes(d.state)) finished = true;
       return;
     }
