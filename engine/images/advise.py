@@ -201,6 +201,8 @@ def is_dockerfile_target(target: str, kind: str | None = None) -> bool:
     if kind:
         return kind == "dockerfile"
     p = Path(target)
+    if p.is_dir() and target.startswith(("/", ".")):
+        return True  # plainly a path: "no Dockerfile in it" beats "invalid reference"
     return p.is_file() or (p.is_dir() and (p / "Dockerfile").is_file())
 
 

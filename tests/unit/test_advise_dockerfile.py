@@ -248,6 +248,8 @@ def test_target_kind_and_errors(tmp_path):
     assert not is_dockerfile_target(str(ctx), "image")
     with pytest.raises(NotFound, match="no Dockerfile at"):
         advise_dockerfile(str(tmp_path / "nope"))
+    assert is_dockerfile_target(str(tmp_path))  # a path, even without a Dockerfile in it
+    assert not is_dockerfile_target("nope")
     with pytest.raises(InvalidArgument, match=r"bad.Dockerfile:1"):
         advise_dockerfile(str(ctx / "bad.Dockerfile"))
     with pytest.raises(InvalidArgument, match="is not a directory"):
