@@ -15,9 +15,7 @@ BuildKit reads it) is applied when files are looked up; the Dockerfile and
 
 from __future__ import annotations
 
-import bz2
 import io
-import lzma
 import os
 import posixpath
 from dataclasses import dataclass
@@ -81,8 +79,12 @@ def decompressing(stream: BinaryIO) -> tuple[str, BinaryIO]:
 
     whole = io.BufferedReader(_Prefixed(head, stream), 1 << 20)  # type: ignore[arg-type]
     if kind == "bzip2":
+        import bz2
+
         return kind, bz2.BZ2File(whole)  # type: ignore[return-value]
     if kind == "xz":
+        import lzma
+
         return kind, lzma.LZMAFile(whole)  # type: ignore[return-value]
     return kind, whole  # type: ignore[return-value]
 

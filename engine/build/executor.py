@@ -258,8 +258,12 @@ class Builder:
         if unused:
             self.warnings.append(f"One or more build-args {unused} were not consumed")
             self.say(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
+        from engine.images.reference import parse_reference
+
         for t in o.tags:
-            self.eng.images.tag(final.id, t)
+            # A cached rebuild usually finds its tags in place: no index rewrite then.
+            if parse_reference(t).familiar() not in final.repo_tags:
+                self.eng.images.tag(final.id, t)
         self.say(f"Successfully built {final.short_id}")
         for t in o.tags:
             self.say(f"Successfully tagged {t}")

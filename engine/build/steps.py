@@ -48,9 +48,9 @@ def _words(st: StageState, items) -> list[str]:
     return [st.lex.word(w, scope) for w in items]
 
 
-def _meta_step(b: Builder, st: StageState, text: str, change) -> None:
-    """A config-only step: cached on (parent, instruction text)."""
-    key, hit = b.cached_step(st, text)
+def _meta_step(b: Builder, st: StageState, text: str, change, extra: object = None) -> None:
+    """A config-only step: cached on (parent, instruction text, ``extra``)."""
+    key, hit = b.cached_step(st, text, extra)
     if hit:
         return
     change(st.cfg)
@@ -144,8 +144,7 @@ def entrypoint(b: Builder, st: StageState, ins: Instruction) -> None:
         if not st.cmd_set:
             cfg["Cmd"] = None  # Docker: an inherited CMD does not survive a new ENTRYPOINT
 
-    text = f"ENTRYPOINT {json.dumps(argv)}" + ("" if st.cmd_set else " (CMD reset)")
-    _meta_step(b, st, text, change)
+    _meta_step(b, st, f"ENTRYPOINT {json.dumps(argv)}", change, {"cmd_reset": not st.cmd_set})
 
 
 def shell(b: Builder, st: StageState, ins: Instruction) -> None:

@@ -1,0 +1,142 @@
+"""engine.build.copy (sources, hashing, destinations) and engine.build.cache, without containers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from engine.build import copy as cp
+from engine.build.cache import BuildCache, step_key
+from engine.build.dockerignore import Matcher, read_patterns
+from engine.errors import InvalidArgument, NotFound
+from engine.safepath import open_root
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    root = tmp_path / "ctx"
+    for rel, text in {
+        "a.txt": "a",
+        "b.txt": "b",
+        "dir/one.py": "1",
+        "dir/sub/two.py": "2",
+        "dir/skip.log": "log",
+        "other/c.txt": "c",
+    }.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (tmp_path / "outside.txt").write_text("outside")
+    os.symlink(str(tmp_path / "outside.txt"), root / "link-out")
+    os.symlink("dir", root / "dirlink")
+    fd = open_root(root)
+    yield root, fd
+    os.close(fd)
+
+
+def _none(_rel: str) -> bool:
+    return False
+
+
+def test_find_sources_wildcards_and_errors(ctx):
+    root, fd = ctx
+    found = cp.find_sources(fd, ["*.txt", "dir"], _none, "COPY")
+    assert [(s.rel, s.is_dir) for s in found] == [("a.txt", False), ("b.txt", False), ("dir", True)]
+    found = cp.find_sources(fd, ["*/*.txt"], _none, "COPY")
+    assert [s.rel for s in found] == ["other/c.txt"]
+    # A parent that is a link resolves inside the context.
+    assert cp.find_sources(fd, ["dirlink/one.py"], _none, "COPY")[0].rel == "dirlink/one.py"
+    with pytest.raises(InvalidArgument, match="forbidden path outside the build context"):
+        cp.find_sources(fd, ["../outside.txt"], _none, "COPY")
+    with pytest.raises(NotFound, match="file not found in build context"):
+        cp.find_sources(fd, ["missing"], _none, "COPY")
+    with pytest.raises(NotFound, match="no source files were specified"):
+        cp.find_sources(fd, ["*.nothing"], _none, "COPY")
+    ignore = Matcher(read_patterns("a.txt\n"))
+    with pytest.raises(NotFound, match="excluded by .dockerignore"):
+        cp.find_sources(fd, ["a.txt"], ignore.excluded, "COPY")
+    assert [s.rel for s in cp.find_sources(fd, ["*.txt"], ignore.excluded, "COPY")] == ["b.txt"]
+
+
+def test_walk_keeps_links_and_applies_ignore(ctx):
+    root, fd = ctx
+    (src,) = cp.find_sources(fd, ["."], _none, "COPY")
+    ignore = Matcher(read_patterns("**/*.log\n"))
+    entries = list(cp.walk(fd, src, "app", ignore.excluded, ignore.may_include_below))
+    by = {e.rel: e for e in entries}
+    assert "dir/skip.log" not in by
+    assert by["link-out"].link.endswith("outside.txt") and by["link-out"].dest == "app/link-out"
+    assert by["dirlink"].link == "dir"
+    assert by["dir/sub/two.py"].dest == "app/dir/sub/two.py"
+    assert entries[0].rel == "" and entries[0].dest == "app"
+
+
+def _hash(fd, pattern="dir") -> str:
+    h = hashlib.sha256()
+    for s in cp.find_sources(fd, [pattern], _none, "COPY"):
+        cp.hash_entries(fd, list(cp.walk(fd, s, "", _none, _none)), h)
+    return h.hexdigest()
+
+
+def test_hash_sees_content_and_mode_not_mtime(ctx):
+    root, fd = ctx
+    first = _hash(fd)
+    os.utime(root / "dir/one.py", (1, 1))
+    assert _hash(fd) == first
+    st = os.stat(root / "dir/sub/two.py")
+    (root / "dir/sub/two.py").write_text("3")  # same size, new content
+    os.utime(root / "dir/sub/two.py", ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = _hash(fd)
+    assert second != first
+    os.chmod(root / "dir/one.py", 0o700)
+    assert _hash(fd) != second
+
+
+def test_destinations_follow_dockers_rules(ctx, tmp_path):
+    root, fd = ctx
+    image = tmp_path / "image"
+    (image / "existing").mkdir(parents=True)
+    one = cp.find_sources(fd, ["a.txt"], _none, "COPY")
+    assert cp.plan_destinations(one, "/x", "/", str(image), "COPY")[0][1] == "x"
+    assert cp.plan_destinations(one, "/x/", "/", str(image), "COPY")[0][1] == "x/a.txt"
+    assert cp.plan_destinations(one, "/existing", "/", str(image), "COPY")[0][1] == "existing/a.txt"
+    assert cp.plan_destinations(one, "rel", "/srv", str(image), "COPY")[0][1] == "srv/rel"
+    assert cp.plan_destinations(one, ".", "/srv", str(image), "COPY")[0][1] == "srv/a.txt"
+    two = cp.find_sources(fd, ["*.txt"], _none, "COPY")
+    with pytest.raises(InvalidArgument, match="destination must be a directory and end with a /"):
+        cp.plan_destinations(two, "/x", "/", str(image), "COPY")
+    d = cp.find_sources(fd, ["dir"], _none, "COPY")
+    assert cp.plan_destinations(d, "/x", "/", str(image), "COPY")[0][1] == "x"
+
+
+class _Store:
+    def __init__(self, live: set[str]):
+        self.live = live
+
+    def get_by_id(self, image_id: str, include_removed: bool = True):
+        if image_id not in self.live:
+            raise NotFound(f"No such image: {image_id}")
+        return image_id
+
+
+def test_cache_entries_are_whole_and_heal(tmp_path):
+    live = {"sha256:" + "a" * 64}
+    cache = BuildCache(tmp_path / "build", _Store(live))
+    key = step_key("sha256:" + "0" * 64, "RUN echo hi", {"x": 1})
+    assert key != step_key("sha256:" + "0" * 64, "RUN echo hi", {"x": 2})
+    assert cache.get(key) is None
+    cache.put(key, "sha256:" + "a" * 64)
+    assert cache.get(key) == "sha256:" + "a" * 64
+    assert [p.name for p in cache.dir.iterdir()] == [key]  # no temp file left
+    live.clear()  # the image was pruned: a miss, and the entry goes
+    assert cache.get(key) is None and not (cache.dir / key).exists()
+    # A temp file of a dead writer is removed; one of a live writer is kept.
+    dead = cache.dir / ".tmp-999999999-x"
+    mine = cache.dir / f".tmp-{os.getpid()}-y"
+    dead.write_text("partial")
+    mine.write_text("partial")
+    cache.remove_stale_tmp()
+    assert not dead.exists() and mine.exists()
+    assert Path(cache.dir).is_dir() and cache.clear() == 1
