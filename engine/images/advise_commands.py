@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Callable
 from fnmatch import fnmatchcase
 
 from engine.images import advise_rules as R
@@ -36,15 +37,22 @@ def hide(text: str, values: list[str]) -> str:
     return text
 
 
-def rm_targets(cmd: str, workdir: str) -> list[str]:
+def rm_targets(cmd: str, workdir: str, expand: Callable[[str], str] = str) -> list[str]:
+    """Absolute paths an ``rm`` in ``cmd`` deletes (wildcards kept); ``expand``
+    substitutes variables the step knows (its ENV); words still holding a
+    ``$`` are skipped."""
     out = []
     for seg in SEP.split(cmd):
         m = RM.search(seg)
         if not m:
             continue
         for w in m.group(2).split():
-            if w.startswith("-") or "$" in w:
+            if w.startswith("-"):
                 continue
+            if "$" in w:
+                w = expand(w)
+                if "$" in w:
+                    continue
             w = w.strip("'\"")
             path = posixpath.normpath(w if w.startswith("/") else posixpath.join(workdir, w))
             if path != "/":

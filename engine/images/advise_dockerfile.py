@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 LARGE_CONTEXT = 10 * 1024 * 1024  # a context this big without .dockerignore is worth a look
 _LAYER_MAKERS = ("RUN", "COPY", "ADD")
+_VAR = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")
 
 
 def advise_dockerfile(
@@ -66,8 +67,8 @@ def advise_dockerfile(
             {"index": s.index, "name": s.name, "base": s.base, "line": s.from_instr.line}
             for s in df.stages
         ],
-        "size": sum(r["size"] or 0 for r in a.layer_rows()),
-        "layers": a.layer_rows(),
+        "size": sum(r["size"] or 0 for r in a.rows),
+        "layers": a.rows,
         "largest_files": [{"path": p, "size": s, "line": ln} for p, (s, ln) in largest if s],
         "findings": [f.to_dict() for f in _ordered(findings)],
         "savings": savings(findings),
@@ -88,18 +89,47 @@ class _Analysis:
 
         self.df, self.ctx, self.store = df, ctx, store
         self.lex = ShellLex(df.escape)
-        self.meta = {}
+        self.meta: dict[str, str] = {}
         for ins in df.meta_args:
-            for a in ins.args:
-                k, eq, v = a.partition("=")
-                self.meta[k] = self.word(v) if eq else ""
+            self._arg(ins, self.meta, {})
+        # The variables in force at each instruction (ARG and ENV of its stage),
+        # so `COPY app $APP_HOME/` lands where the build would put it.
+        self.env_at: dict[int, dict[str, str]] = {}
+        for stage in df.stages:
+            env: dict[str, str] = {}
+            for ins in stage.instructions:
+                self.env_at[id(ins)] = dict(env)
+                if ins.keyword == "ARG":
+                    self._arg(ins, env, self.meta)
+                elif ins.keyword == "ENV":
+                    for k, v in ins.pairs:
+                        env[k] = self.word(v, env)
         self.chain = self._chain()
+        self.rows = self.layer_rows()
+
+    def _arg(self, ins: Instruction, env: dict[str, str], outer: dict[str, str]) -> None:
+        for a in ins.args:
+            k, eq, v = a.partition("=")
+            if eq:
+                env[k] = self.word(v, env)
+            elif k in outer:
+                env[k] = outer[k]  # a global ARG redeclared in the stage
 
     def word(self, text: str, env: dict[str, str] | None = None) -> str:
+        """``text`` with its variables substituted; left as written when one of
+        them is unknown here (set by the base image or --build-arg), rather than
+        guessed empty."""
+        env = self.meta if env is None else env
+        if any(name not in env for name in _VAR.findall(text)):
+            return text
         try:
-            return self.lex.word(text, env if env is not None else self.meta)
+            return self.lex.word(text, env)
         except InvalidArgument:
             return text
+
+    def iword(self, ins: Instruction, text: str) -> str:
+        """A word of ``ins`` expanded with the variables in force there."""
+        return self.word(text, self.env_at.get(id(ins), {}))
 
     def _chain(self) -> list[Stage]:
         """The target stage and the stages it is built FROM, root first."""
@@ -119,11 +149,11 @@ class _Analysis:
         return ins.keyword in ("COPY", "ADD") and ins.flag("from") is None
 
     def sources(self, ins: Instruction) -> list[str]:
-        return [self.word(a) for a in ins.args[:-1]]
+        return [self.iword(ins, a) for a in ins.args[:-1]]
 
     def copies(self, ins: Instruction, workdir: str) -> dict[str, tuple[str, int]]:
         """image path -> (context path, bytes) for a COPY/ADD from the context."""
-        dest = self.word(ins.args[-1])
+        dest = self.iword(ins, ins.args[-1])
         if not dest.startswith("/"):
             dest = posixpath.join(workdir, dest)
         srcs = self.sources(ins)
@@ -149,7 +179,7 @@ class _Analysis:
         workdir = "/"
         for ins in self.shipped():
             if ins.keyword == "WORKDIR":
-                w = self.word(ins.args[0])
+                w = self.iword(ins, ins.args[0])
                 workdir = posixpath.normpath(posixpath.join(workdir, w))
             yield ins, workdir
 
@@ -270,7 +300,7 @@ class _Analysis:
         earlier: list[tuple[Instruction, str]] = []
         for ins, wd in self.walk():
             if ins.keyword == "RUN":
-                for target in C.rm_targets(_cmd(ins), wd):
+                for target in C.rm_targets(_cmd(ins), wd, lambda w, i=ins: self.iword(i, w)):
                     hit = self._made_earlier(target, earlier)
                     if hit is None:
                         continue
@@ -383,7 +413,7 @@ class _Analysis:
     def runs_as_root(self) -> list[Finding]:
         users = [i for i in self.shipped() if i.keyword == "USER"]
         if users:
-            user = self.word(users[-1].args[0])
+            user = self.iword(users[-1], users[-1].args[0])
             if user.split(":", 1)[0] not in ("root", "0", ""):
                 return []
             return [self._f(R.RUNS_AS_ROOT, "warning", "the image runs as root",
@@ -415,12 +445,12 @@ class _Analysis:
                 found = [(a.split("=", 1)[0], a.partition("=")[2]) for a in ins.args]
                 found = [(k, v) for k, v in found if R.secret_name(k)]
             elif ins.keyword in ("ENV", "LABEL"):
-                found = [(k, v) for k, v in ins.pairs if R.secret_name(self.word(k))
-                         and self.word(v)]  # fmt: skip
+                found = [(k, v) for k, v in ins.pairs if R.secret_name(self.iword(ins, k))
+                         and self.iword(ins, v)]  # fmt: skip
             for name, value in found:
                 f = self._f(R.SECRET_IN_CONFIG, "warning",
-                            f"secret-looking {ins.keyword} {self.word(name)}",
-                            f"{ins.keyword} {name}" + (f"={R.masked(self.word(value))}" if value
+                            f"secret-looking {ins.keyword} {self.iword(ins, name)}",
+                            f"{ins.keyword} {name}" + (f"={R.masked(self.iword(ins, value))}" if value
                                                        else " (no default)")
                             + ": ENV and LABEL values are in the image config, ARG values in "
                             "its history, for anyone who can pull it.",

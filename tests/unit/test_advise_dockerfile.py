@@ -282,3 +282,14 @@ def test_a_local_base_image_is_judged_by_its_layers(eng_env, tmp_path):
     (ctx / "Dockerfile").write_text("FROM python:3.11 AS build\nRUN true\n"
                                     "FROM scratch\nUSER 1\nCOPY --from=build /x /x\n")  # fmt: skip
     assert eng.advise_dockerfile(str(ctx / "Dockerfile"))["findings"] == []
+
+
+def test_variables_of_the_stage_place_copies_and_deletes(tmp_path):
+    ctx = write(tmp_path / "v", {"big.bin": 8000, "Dockerfile": (
+        "ARG HOME_DIR=/srv\nFROM scratch\nARG HOME_DIR\nENV APP=${HOME_DIR}/app\nUSER 1\n"
+        "COPY big.bin $APP/\nRUN rm -f $APP/big.bin\nCOPY big.bin $UNKNOWN/x\n")})  # fmt: skip
+    r = advise_dockerfile(str(ctx / "Dockerfile"))
+    (f,) = only(r, "deleted-in-later-layer")
+    assert f["lines"] == [6, 7] and f["paths"][0]["path"] == "/srv/app/big.bin"
+    # An unknown variable (from the base image or --build-arg) is left as written.
+    assert {"path": "/$UNKNOWN/x", "size": 8000, "line": 8} in r["largest_files"]
