@@ -86,41 +86,39 @@ def find_all(img: ImageFiles, config: dict, names: list[str]) -> list[Finding]:
 
 
 def full_base(img: ImageFiles, names: list[str], st: list[Step]) -> list[Finding]:
+    """By name (python:3.11 has a -slim variant), and by content: a Debian-family
+    base layer still carrying the docs, man pages and locales -slim leaves out
+    (which also gives the bytes when the name already told)."""
+    by_name = None
     for name in names:
         better = R.slimmer_base(name)
         if better:
-            return [
-                Finding(
-                    R.FULL_BASE,
-                    "warning",
-                    f"{name} is a full image where a slim one exists",
-                    f"{better[1]} software without compilers, headers and docs.",
-                    f"build FROM {better[0]}",
-                )
-            ]
-    if not img.layers:
-        return []
-    # No name to go by: a Debian-family base layer that still carries the docs,
-    # man pages and locales its -slim variant leaves out.
-    omitted = [(p, s) for p, (li, s) in img.live.items() if li == 0 and R.slim_omits(p)]
+            by_name = Finding(
+                R.FULL_BASE,
+                "warning",
+                f"{name} is a full image where a slim one exists",
+                f"{better[1]} software without compilers, headers and docs.",
+                f"build FROM {better[0]}",
+            )
+            break
+    omitted = []
+    if img.layers and "/var/lib/dpkg/status" in img.layers[0].files:
+        omitted = [(p, s) for p, (li, s) in img.live.items() if li == 0 and R.slim_omits(p)]
     total = sum(s for _, s in omitted)
-    if total < FULL_BASE_MIN or "/var/lib/dpkg/status" not in img.layers[0].files:
-        return []
     omitted.sort(key=lambda x: -x[1])
-    return [
-        Finding(
-            R.FULL_BASE,
-            "warning",
-            "the base layer is a full Debian-family rootfs",
-            f"layer 0 carries {human_size(total)} of documentation, man pages and locales "
-            "that a -slim base (e.g. debian:bookworm-slim) leaves out.",
-            "build FROM the -slim variant of the base image",
-            bytes=total,
-            layers=[0],
-            text=_texts([0], st),
-            paths=[_ex(p, s, 0) for p, s in omitted[:EXAMPLES]],
-        )
-    ]
+    if total < FULL_BASE_MIN:
+        return [by_name] if by_name else []
+    f = by_name or Finding(
+        R.FULL_BASE,
+        "warning",
+        "the base layer is a full Debian-family rootfs",
+        f"layer 0 carries {human_size(total)} of documentation, man pages and locales "
+        "that a -slim base (e.g. debian:bookworm-slim) leaves out.",
+        "build FROM the -slim variant of the base image",
+    )
+    f.bytes, f.layers, f.text = total, [0], _texts([0], st)
+    f.paths = [_ex(p, s, 0) for p, s in omitted[:EXAMPLES]]
+    return [f]
 
 
 def package_caches(img: ImageFiles, st: list[Step]) -> list[Finding]:
@@ -225,27 +223,25 @@ def context_junk(img: ImageFiles, st: list[Step]) -> list[Finding]:
     per: dict[tuple[str, int], int] = defaultdict(int)
     for path, (li, size) in img.live.items():
         parts = path.split("/")
-        for junk in (".git", "__pycache__"):
-            if junk in parts[:-1] and "/usr/lib/" not in path and "/site-packages/" not in path:
-                top = "/".join(parts[: parts.index(junk) + 1])
-                per[(top, li)] += size
+        if ".git" in parts[:-1]:  # a repository's history: never needed at run time
+            top = "/".join(parts[: parts.index(".git") + 1])
+            per[(top, li)] += size
     out = []
     for (top, li), size in sorted(per.items(), key=lambda kv: -kv[1]):
-        if top.endswith("/.git"):
-            out.append(
-                Finding(
-                    R.CONTEXT_JUNK,
-                    "warning",
-                    f"a .git directory was copied into the image ({top})",
-                    f"{human_size(size)} of repository history in layer {li}; the build "
-                    "context had no .dockerignore excluding it.",
-                    "add .git to .dockerignore",
-                    bytes=size,
-                    layers=[li],
-                    text=_texts([li], st),
-                    paths=[_ex(top, size, li)],
-                )
+        out.append(
+            Finding(
+                R.CONTEXT_JUNK,
+                "warning",
+                f"a .git directory was copied into the image ({top})",
+                f"{human_size(size)} of repository history in layer {li}; the build "
+                "context had no .dockerignore excluding it.",
+                "add .git to .dockerignore",
+                bytes=size,
+                layers=[li],
+                text=_texts([li], st),
+                paths=[_ex(top, size, li)],
             )
+        )
     return out
 
 
@@ -297,7 +293,7 @@ def runs_as_root(config: dict) -> list[Finding]:
             "the image runs as root",
             f"Config.User is {user or 'empty'}: processes run as uid 0 unless `run -u` says otherwise.",
             "add a USER (a non-root user, e.g. `USER 65534` or one made with useradd)",
-            text=[f"User: {user!r}"],
+            text=[f"Config.User: {user or '(not set)'}"],
         )
     ]
 

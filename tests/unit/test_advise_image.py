@@ -276,7 +276,10 @@ def test_full_base_from_content_and_from_names(messy, tidy, eng_env):
     eng = tidy[0]
     load(eng, docker_archive(TIDY_LAYERS, TIDY_HISTORY, ["python:3.11"], {"User": "1"}))
     (f,) = only(eng.advise_image("python:3.11"), "full-base")
-    assert "python:3.11-slim" in f["fix"] and f["bytes"] is None
+    assert "python:3.11-slim" in f["fix"] and f["bytes"] is None  # no Debian docs to count
+    eng.tag_image("messy:1", "debian:bookworm")  # the name and the content agree
+    (f,) = only(eng.advise_image("debian:bookworm"), "full-base")
+    assert "debian:bookworm-slim" in f["fix"] and f["bytes"] == 1_800_000
     eng.tag_image("python:3.11", "node:20-slim")
     assert not only(eng.advise_image("node:20-slim"), "full-base")
 
