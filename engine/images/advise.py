@@ -148,7 +148,7 @@ def render_text(report: dict[str, Any]) -> str:
                 + ("" if ctx["dockerignore"] else " (no .dockerignore)")
             )
         if report.get("stages"):
-            names = [s["name"] or s["base"] for s in report["stages"]]
+            names = [s["name"] or s["image"] for s in report["stages"]]
             out.append(f"Stages: {len(names)} ({', '.join(names)})")
         out.append("")
         out.append("Steps that make the image's layers (size where the context tells it):")

@@ -64,8 +64,14 @@ def advise_dockerfile(
             "truncated": ctx.truncated,
         },
         "stages": [
-            {"index": s.index, "name": s.name, "base": s.base, "line": s.from_instr.line}
-            for s in df.stages
+            {
+                "index": s.index,
+                "name": s.name,
+                "base": s.base,
+                "image": a.word(s.base),
+                "line": s.from_instr.line,
+            }
+            for s in df.stages  # fmt: skip
         ],
         "size": sum(r["size"] or 0 for r in a.rows),
         "layers": a.rows,
@@ -305,11 +311,11 @@ class _Analysis:
                     if hit is None:
                         continue
                     src, size, example = hit
-                    what = f"{human_size(size)} " if size else ""
+                    what = f" ({human_size(size)})" if size else ""
                     out.append(self._f(R.DELETED_LATER, "warning",
                                        f"{target} added in one step and deleted in a later one",
-                                       f"the {what}files stay in the layer of line {src.line}; "
-                                       f"deleting them at line {ins.line} only hides them.",
+                                       f"what line {src.line} made{what} stays in its layer; "
+                                       f"deleting it at line {ins.line} only hides it.",
                                        "create, use and delete them in one RUN (or in a build "
                                        "stage, copying out only the result)",
                                        [src, ins], bytes=size or None, paths=example))  # fmt: skip

@@ -94,6 +94,9 @@ def only(report: dict, fid: str) -> list[dict]:
 
 def test_layers_sizes_and_largest_copied_files(messy):
     assert messy["kind"] == "dockerfile" and messy["context"]["dockerignore"] is None
+    assert messy["stages"] == [
+        {"index": 0, "name": "", "base": "${BASE}", "image": "python:3.11", "line": 2}
+    ]
     rows = {r["line"]: r for r in messy["layers"]}
     assert sorted(rows) == [7, 8, 9, 10, 11, 12, 13]  # RUN/COPY/ADD of the image
     assert rows[9]["size"] == 1_000_000 and rows[7]["size"] is None
