@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.build.dockerignore import Matcher, read_patterns
+from engine.build.dockerignore import Matcher
 from engine.errors import InvalidArgument, NotFound
 from engine.safepath import open_root, read_file_in_root
 
@@ -47,13 +47,12 @@ class BuildContext:
             self.rfd = -1
 
 
-def dir_context(path: Path, extra_always: tuple[str, ...] = (), ignore_text: str | None = None):
-    """A directory as a context (also used for ``--build-context NAME=DIR``)."""
+def dir_context(path: Path) -> BuildContext:
+    """A directory as a context, nothing ignored yet (``--build-context NAME=DIR``
+    stays so; the main context gets its .dockerignore once the Dockerfile is known)."""
     if not path.is_dir():
         raise NotFound(f"unable to prepare context: path {str(path)!r} not found", obj=str(path))
-    rfd = open_root(path)
-    patterns = read_patterns(ignore_text) if ignore_text else []
-    return BuildContext(path, rfd, Matcher(patterns, (".dockerignore", *extra_always)))
+    return BuildContext(path, open_root(path), Matcher([]))
 
 
 def _sniff(head: bytes) -> str:

@@ -40,11 +40,6 @@ from engine.images.store import HOST_ARCH, ImageRecord, now_rfc3339
 
 Output = Callable[[bytes], None]
 
-_OCI_LAYER_TYPES = {
-    "application/vnd.docker.image.rootfs.diff.tar.gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
-    "application/vnd.docker.image.rootfs.diff.tar": "application/vnd.oci.image.layer.v1.tar",
-}
-
 
 @dataclass
 class StageState:
@@ -168,10 +163,8 @@ class Builder:
         if text is None:
             assert df_rel is not None
             text = read_dockerfile(ctx, df_rel)
-        patterns = ignore_text(ctx.rfd, df_rel, df_host)
-        ctx.ignore = Matcher(
-            read_patterns(patterns), (".dockerignore", *((df_rel,) if df_rel else ()))
-        )
+        patterns = read_patterns(ignore_text(ctx.rfd, df_rel, df_host))
+        ctx.ignore = Matcher(patterns, (".dockerignore", *((df_rel,) if df_rel else ())))
         df = parse(text, df_name)
         self.warnings += [f"{df_name}:{line}: {msg}" for line, msg in df.warnings]
         for name, spec in self.opts.build_contexts.items():
@@ -329,6 +322,8 @@ class Builder:
             ) from None
 
     def state_from_image(self, s: Stage, rec: ImageRecord) -> StageState:
+        from engine.containers.commit import _OCI_LAYER_TYPES
+
         cfg = copy.deepcopy(rec.config)
         manifest = json.loads(self.eng.images.blobs.read(rec.manifest_digest))
         layers = []
