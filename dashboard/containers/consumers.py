@@ -29,6 +29,10 @@ WINDOW = 512 * 1024  # unacknowledged bytes before the sender pauses
 POLL = 0.05  # seconds between looks at a log file with nothing new
 STATE_EVERY = 1.0  # seconds between checks whether a followed container still runs
 
+# Logs, stats and terminal consumers use no channel layer at all (an alias that is not
+# configured gives None): their bytes never pass through it, and they work without Redis.
+NO_LAYER = "berth-no-channel-layer"
+
 DENIED = 4403
 NOT_FOUND = 4404
 
@@ -105,6 +109,8 @@ class LogsConsumer(AsyncWebsocketConsumer):
 
     Sends ``{"lines": [[time, stream, text], ...], "end": bytes}`` then, while
     following, ``{"running": bool}`` when that changes. The page acks ``end``."""
+
+    channel_layer_alias = NO_LAYER
 
     async def connect(self) -> None:
         self.tail: logsvc.LogTail | None = None
@@ -186,6 +192,8 @@ class StatsConsumer(AsyncWebsocketConsumer):
     """ws/containers/<ref>/stats/: one ``{"t", "cpu", "mem", ...}`` a second, from the
     container's shared sampler (dashboard/services/stats.py)."""
 
+    channel_layer_alias = NO_LAYER
+
     async def connect(self) -> None:
         self.queue: asyncio.Queue | None = None
         self.task: asyncio.Task | None = None
@@ -223,6 +231,8 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     Output goes to the page as binary frames; the page sends ``{"in": text}``,
     ``{"resize": [rows, cols]}`` and ``{"ack": bytes}``. Operators and admins only."""
+
+    channel_layer_alias = NO_LAYER
 
     async def connect(self) -> None:
         self.term: termsvc.Terminal | None = None
