@@ -293,3 +293,52 @@ def test_saved_image_is_accepted_by_skopeo_and_podman(busybox_env, tmp_path):
             subprocess.run(["umount", "-R", str(d)], capture_output=True)
             shutil.rmtree(d, ignore_errors=True)
     assert not root.exists() and not runroot.exists()
+
+
+def test_shell_user_entrypoint_and_other_instructions(busybox_env, tmp_path):
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": """\
+# escape=`
+FROM busybox
+MAINTAINER Someone <someone@example.com>
+SHELL ["/bin/sh", "-ec"]
+RUN echo "nobody-owned" > /tmp/by-root `
+    && chown 65534:65534 /tmp/by-root
+USER nobody
+RUN ["sh", "-c", "id -u > /tmp/uid-in-run"]
+USER root
+RUN cat /tmp/uid-in-run
+CMD echo from-cmd
+ENTRYPOINT echo "entry $0"
+VOLUME ["/var/lib/data"]
+HEALTHCHECK NONE
+STOPSIGNAL SIGQUIT
+""",
+        },
+    )
+    p = busybox_env.berth("build", "-t", "forms", str(ctx))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "\n65534\n" in p.stdout  # the RUN as USER nobody ran as nobody
+    info = _inspect(busybox_env, "forms")
+    cfg = info["Config"]
+    # Shell forms use the SHELL in force; CMD from this stage survives ENTRYPOINT.
+    assert cfg["Cmd"] == ["/bin/sh", "-ec", "echo from-cmd"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-ec", 'echo "entry $0"']
+    assert cfg["User"] == "root"
+    assert cfg["Volumes"] == {"/var/lib/data": {}}
+    assert cfg["Healthcheck"] == {"Test": ["NONE"]}
+    assert cfg["StopSignal"] == "SIGQUIT"
+    assert info["Author"] == "Someone <someone@example.com>"
+    out = busybox_env.berth("run", "--rm", "forms", check=True).stdout
+    assert (
+        out == "entry /bin/sh\n"
+    )  # the CMD words follow the shell-form ENTRYPOINT ($0), as in Docker
+    # An ENTRYPOINT in a child drops the CMD it inherited (Docker).
+    child = write_tree(
+        tmp_path / "child", {"Dockerfile": 'FROM forms\nENTRYPOINT ["echo", "child"]\n'}
+    )
+    busybox_env.berth("build", "-q", "-t", "forms-child", str(child), check=True)
+    assert _inspect(busybox_env, "forms-child")["Config"].get("Cmd") in (None, [])
+    assert busybox_env.berth("run", "--rm", "forms-child", check=True).stdout == "child\n"
