@@ -1,6 +1,14 @@
-"""Fixtures for the resources pages' tests."""
+"""Fixtures for the resources pages' tests.
+
+Shared ones come from their owners' conftests: a private Redis and a real Celery worker
+(the prune tasks) from tests/dashboard/live, the real stack and Chromium (browser tests)
+from tests/browser.
+"""
 
 import pytest
+
+from tests.browser.conftest import browser, live_stack, page_as  # noqa: F401
+from tests.dashboard.live.conftest import live_redis, redis_server, start_worker  # noqa: F401
 
 
 @pytest.fixture(autouse=True)
@@ -17,7 +25,3 @@ def dash_net(net_env, monkeypatch):
     for k, v in net_env.config().env().items():
         monkeypatch.setenv(k, v)
     return net_env
-
-
-# A private Redis and a real Celery worker for the prune tasks: the live app's fixtures.
-from tests.dashboard.live.conftest import live_redis, redis_server, start_worker  # noqa: E402,F401
