@@ -16,6 +16,7 @@ from django.utils import timezone
 
 SECRET_KEY_RE = re.compile(r"pass|secret|token|key|credential|auth|pwd", re.I)
 MASK = "****"
+URL_PASSWORD_RE = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
 
 
 def mask(params: Any) -> Any:
@@ -28,6 +29,8 @@ def mask(params: Any) -> Any:
         }
     if isinstance(params, list | tuple):
         return [mask(v) for v in params]
+    if isinstance(params, str) and "://" in params and "@" in params:
+        params = URL_PASSWORD_RE.sub(rf"\1{MASK}@", params)  # https://user:pw@registry
     if isinstance(params, str) and "=" in params:
         if "\n" in params:  # a pasted block of K=V lines (env, labels)
             return "\n".join(mask(line) for line in params.split("\n"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -50,6 +50,11 @@ def failed(username: str, address: str) -> int:
     from dashboard.accounts.models import LoginFailures
 
     now = timezone.now()
+    # Rows of guesses long past are of no use: without this, a guesser trying many
+    # usernames would grow the table for ever.
+    LoginFailures.objects.filter(first_at__lt=now - WINDOW - LOCK).filter(
+        models.Q(locked_until__isnull=True) | models.Q(locked_until__lt=now)
+    ).delete()
     started = 0
     for kind, key, limit in _keys(username, address):
         with transaction.atomic():

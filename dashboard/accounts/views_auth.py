@@ -17,6 +17,8 @@ from dashboard.accounts import throttle
 from dashboard.accounts.audit import client_address, record
 from dashboard.resources.htmx import invalid_status, page
 
+SESSION_MAX_AGE = 12 * 3600  # seconds
+
 
 def _next_url(request) -> str:
     nxt = request.POST.get("next") or request.GET.get("next") or ""
@@ -54,6 +56,9 @@ def login_view(request):
         elif form.is_valid():
             user = form.get_user()
             login(request, user)  # rotates the session key (no session fixation)
+            # A log-in lasts a working day at most, whatever SESSION_COOKIE_AGE says
+            # (two weeks by default: too long for the keys to a shared host).
+            request.session.set_expiry(SESSION_MAX_AGE)
             throttle.succeeded(username)
             record(request, "auth.login", user.username, user=user)
             return redirect(_next_url(request))

@@ -33,8 +33,10 @@ def test_mask_secrets():
             "auth": {"username": "bob", "password": "pw"},
             "labels": "a=1\nsecret_key=abc",
             "name": "web",
+            "registry": "https://bob:hunter3@registry.example:5000/v2/",
         }
     )
+    assert got["registry"] == "https://bob:****@registry.example:5000/v2/"
     assert got["env"] == ["PASSWORD=****", "DB_PASSWORD=****", "MODE=prod", "API_TOKEN=****"]
     assert got["registry_password"] == "****" and got["auth"] == "****"
     assert got["labels"] == "a=1\nsecret_key=****" and got["name"] == "web"

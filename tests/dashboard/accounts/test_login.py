@@ -26,6 +26,7 @@ def test_login_then_logout(users, engine_root):
     c = Client()
     r = login(c, "viewer", PASSWORD)
     assert r.status_code == 302 and r.url == "/"
+    assert c.session.get_expiry_age() == 12 * 3600  # a working day, not two weeks
     assert c.get("/").status_code == 200
     r = c.post("/logout/")
     assert r.status_code == 302
@@ -154,3 +155,14 @@ def test_password_change_htmx_shows_errors_in_place(client_as):
     body = r.content.decode()
     assert "didn’t match" in body or "didn't match" in body
     assert "<nav>" not in body  # a fragment, not the whole page
+
+
+def test_old_failure_rows_are_purged(users):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    login(Client(), "ghost1", "wrong", addr="10.1.1.1")
+    LoginFailures.objects.update(first_at=timezone.now() - timedelta(days=2))
+    login(Client(), "ghost2", "wrong", addr="10.1.1.2")
+    assert set(LoginFailures.objects.values_list("key", flat=True)) == {"ghost2", "10.1.1.2"}

@@ -124,3 +124,15 @@ def test_cli_network_actions_imported_with_host_changes(client_as, dash_net):
     assert "network.create" in body and "clinet" in body
     e = AuditEntry.objects.get(action="network.create", target="clinet")
     assert e.source == "cli" and e.host_changes[0]["address"] == "10.77.11.1/24"
+
+
+def test_cli_container_start_imported_with_its_veth(client_as, dash_net):
+    dash_net.berth("run", "-d", "--name", "cliapp", "busybox", "sleep", "300", check=True)
+    client_as("viewer").get("/audit/")  # imports
+    e = AuditEntry.objects.get(action="container.start", target="cliapp")
+    assert e.source == "cli"
+    veth = e.host_changes[0]
+    assert veth["change"] == "veth added" and veth["bridge"] == f"{dash_net.prefix}0"
+    assert veth["host_ifname"] in links(dash_net)
+    # Consequences are not actions: no entry of their own.
+    assert not AuditEntry.objects.filter(action__in=["network.endpoint_up", "network.host_changes"])
