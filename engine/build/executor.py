@@ -109,8 +109,12 @@ class Builder:
         self.cache.remove_stale_tmp()
         self.ws = Workspace(self.build_root)
         try:
-            df = self._load(stream)
-            return self._run(df)
+            # Shared hold on the store's GC lock for the whole build: a layer blob
+            # written by a step must not be collected before its image is indexed
+            # (a prune meanwhile skips its GC after a few seconds; the next one catches up).
+            with self.eng.images.writing():
+                df = self._load(stream)
+                return self._run(df)
         finally:
             for c in [self.ctx, *self.named.values()]:
                 if c is not None:

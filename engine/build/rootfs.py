@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
@@ -34,10 +35,15 @@ class Workspace:
     def __init__(self, build_root: Path):
         self.base = build_root / "tmp"
         self.base.mkdir(parents=True, exist_ok=True)
-        self.dir = self.base / uuid.uuid4().hex[:16]
-        self.dir.mkdir()
-        self._fd = os.open(self.dir / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        name = uuid.uuid4().hex[:16]
+        # Made under a hidden name and renamed once locked, so another build's
+        # clean-up never sees it unlocked.
+        new = self.base / f".new-{name}"
+        new.mkdir()
+        self._fd = os.open(new / _LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.dir = self.base / name
+        os.rename(new, self.dir)
         self._n = 0
 
     def new_dir(self, kind: str) -> Path:
@@ -57,6 +63,11 @@ class Workspace:
         if not base.is_dir():
             return
         for d in base.iterdir():
+            if d.name.startswith(".new-"):
+                with contextlib.suppress(OSError):
+                    if time.time() - d.stat().st_mtime > 3600:  # a crash before the rename
+                        _remove_tree(d)
+                continue
             try:
                 fd = os.open(d / _LOCK, os.O_RDWR | os.O_CLOEXEC)
             except FileNotFoundError:

@@ -302,6 +302,12 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
     b.reap_orphans_once()
     if network in ("default", ""):
         network = ""
+    ran: list[str] = []
+
+    def started(cid: str) -> None:
+        ran.append(cid[:12])
+        b.say(f" ---> Running in {cid[:12]}")
+
     code, layer = run_step(
         b.eng,
         st.image_id,
@@ -312,12 +318,12 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
         network=network,
         step=f"{b.step}/{b.total}",
         out=b.raw,
-        started=lambda cid: b.say(f" ---> Running in {cid[:12]}"),
+        started=started,
         monitors=b.monitors,
     )
     if code != 0:
         raise BuildStepFailed(b.step, b.total, " ".join(argv), code)
-    b.say(" ---> Removed intermediate container")
+    b.say(f"Removing intermediate container {ran[0]}")
     b.commit(st, layer, text, key=key)
 
 
