@@ -305,6 +305,16 @@ def cached_debian_archive(
     with file_lock(cache_dir / f".{final.name}.lock"):
         if final.is_file():
             return final
+        for old in cache_dir.glob(".*-[0-9]*"):  # left by a run that was killed
+            pid = old.name.rsplit("-", 1)[1]
+            if (
+                old.name.startswith((".work-", f".{final.name}.tmp-"))
+                and not Path(f"/proc/{pid}").exists()
+            ):
+                if old.is_dir():
+                    shutil.rmtree(old, ignore_errors=True)
+                else:
+                    old.unlink(missing_ok=True)
         work = cache_dir / f".work-{os.getpid()}"
         shutil.rmtree(work, ignore_errors=True)
         try:

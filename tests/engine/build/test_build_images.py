@@ -32,6 +32,7 @@ def _layers(env, ref: str) -> list[str]:
     return _inspect(env, ref)["RootFS"]["Layers"]
 
 
+@pytest.mark.timeout(1200)  # the first run on a host debootstraps the base (minutes)
 def test_multistage_c_program_into_scratch(debian_env, tmp_path):
     ctx = write_tree(
         tmp_path / "ctx",
