@@ -331,6 +331,20 @@
     if (r.break_at) cy.getElementById(r.break_at).addClass("break");
   });
 
+  // Stop from the details panel: a plain POST to the containers page's action (not
+  // htmx, which would be told to refresh this page); the diagram shows the result live.
+  document.getElementById("details").addEventListener("click", function (evt) {
+    const btn = evt.target.closest(".topo-stop");
+    if (!btn || !window.confirm("Stop " + btn.dataset.name + "?")) return;
+    const status = btn.parentNode.querySelector(".topo-stop-status");
+    const headers = JSON.parse(document.body.getAttribute("hx-headers") || "{}");
+    btn.disabled = true;
+    status.textContent = "stopping…";
+    fetch(btn.dataset.url, { method: "POST", headers: headers, credentials: "same-origin" })
+      .then(function (r) { status.textContent = r.ok ? "stop requested" : "refused (" + r.status + ")"; })
+      .catch(function (e) { status.textContent = "failed: " + e; btn.disabled = false; });
+  });
+
   // -- export -------------------------------------------------------------------------
   function download(name, href) {
     const a = document.createElement("a");

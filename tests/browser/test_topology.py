@@ -148,14 +148,8 @@ def test_clicking_a_node_shows_details_and_actions_by_role(net_stack, net_page_a
         page = net_page_as(role)
         _open(page, net_stack)
         _joined(page, c, net)
-        page.evaluate("(c) => berthTopology.cy.fit(berthTopology.cy.nodes().filter(n => "
-                      "n.data('name') === c), 200)", c)  # fmt: skip
-        box = page.locator("#cy").bounding_box()
-        rp = page.evaluate("(c) => berthTopology.cy.nodes().filter(n => n.data('name') === c)"
-                           "[0].renderedPosition()", c)  # fmt: skip
-        page.mouse.click(box["x"] + rp["x"], box["y"] + rp["y"])
+        _click_node(page, c)
         details = page.locator("#details .topo-node")
-        details.wait_for(timeout=WAIT)
         assert c in details.inner_text() and "10.99.3." in details.inner_text()
         assert page.locator("#details a", has_text="Anatomy").count() == 1
         assert page.locator("#details button", has_text="Stop").count() == stop
@@ -175,3 +169,42 @@ def test_export_svg_holds_the_drawing(net_stack, net_page_as, cli):
     with page.expect_download() as dl:
         page.click("#export-png")
     assert open(dl.value.path(), "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def _click_node(page, name: str) -> None:
+    page.evaluate("(c) => berthTopology.cy.fit(berthTopology.cy.nodes().filter(n => "
+                  "n.data('name') === c), 200)", name)  # fmt: skip
+    box = page.locator("#cy").bounding_box()
+    rp = page.evaluate("(c) => berthTopology.cy.nodes().filter(n => n.data('name') === c)"
+                       "[0].renderedPosition()", name)  # fmt: skip
+    page.mouse.click(box["x"] + rp["x"], box["y"] + rp["y"])
+    page.locator("#details .topo-node").wait_for(timeout=WAIT)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the web process sends Celery tasks to amqp://localhost: dashboard/__init__.py does"
+    " not load dashboard.celery's app, so the containers page's stop (a task) answers 500",
+)
+def test_an_operator_stops_a_container_from_its_node(net_stack, net_page_as, cli):
+    net, c = _name("tn"), _name("tc")
+    cli("network", "create", "--subnet", "10.99.5.0/24", net)
+    cli("run", "-d", "--name", c, "--network", net, "busybox", "sleep", "300")
+    page = net_page_as("operator")
+    _open(page, net_stack)
+    _joined(page, c, net)
+    _click_node(page, c)
+    page.once("dialog", lambda d: d.accept())
+    page.click("#details button.topo-stop")
+    page.wait_for_function(
+        "() => !document.querySelector('#details .topo-stop-status').textContent.endsWith('…')"
+    )
+    status = page.inner_text("#details .topo-stop-status")
+    assert status == "stop requested", status + "\n" + net_stack.output()[-6000:]
+    page.wait_for_function(
+        "(c) => berthTopology.cy.nodes().filter(n => n.data('name') === c).length === 0",
+        arg=c,
+        timeout=WAIT,
+    )
+    assert page.evaluate("() => window.__sameLoad === true")
+    assert net_stack.engine().get_container(c).state == "exited"

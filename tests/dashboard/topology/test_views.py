@@ -52,7 +52,7 @@ def test_node_details_offer_actions_only_from_operator_up(wired, client_as):
     assert "/stop/" not in viewer and "/terminal/" not in viewer
     for role in ("operator", "admin"):
         page = client_as(role).get(url).content.decode()
-        assert f"/containers/{a['container_id']}/stop/" in page and "/terminal/" in page
+        assert f"/containers/{a['container_id']}/action/stop/" in page and "/terminal/" in page
     assert client_as("viewer").get("/topology/node/ctr:nosuch/").status_code == 404
 
 
