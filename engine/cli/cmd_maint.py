@@ -38,14 +38,42 @@ def cmd_df(args) -> int:
         print(f"{name:<16}{total:<8}{active:<8}{human_size(size):<12}{human_size(recl)}{pct}")
     if args.verbose:
         print("\nImages space usage:\n")
-        print(
-            f"{'REPOSITORY:TAG':<30}{'IMAGE ID':<14}{'SIZE':<10}{'SHARED SIZE':<13}{'UNIQUE SIZE':<13}CONTAINERS"
-        )
-        for i in d["Images"]:
-            tag = (i["RepoTags"] or ["<none>:<none>"])[0]
-            print(f"{tag:<30}{i['Id'].removeprefix('sha256:')[:12]:<14}{human_size(i['Size']):<10}"
-                  f"{human_size(i['SharedSize']):<13}{human_size(i['UniqueSize']):<13}{i['Containers']}")  # fmt: skip
+        print(_verbose_images(d["Images"]), end="")
     return 0
+
+
+def _verbose_images(images: list[dict]) -> str:
+    """Docker's `system df -v` images table: the first tag split into repository and
+    tag, aligned by its tabwriter (long names push the columns, never overlap)."""
+    from engine.api_images import since_text
+    from engine.cli.gotemplate import render_table
+    from engine.images import reference as refs
+
+    rows = []
+    for i in images:
+        repo = tag = "<none>"
+        if i["RepoTags"]:
+            ref = refs.parse_reference(i["RepoTags"][0])
+            repo, tag = ref.familiar_name, ref.tag or "<none>"
+        rows.append(
+            {
+                "Repository": repo,
+                "Tag": tag,
+                "ID": i["Id"].removeprefix("sha256:")[:12],
+                "CreatedSince": since_text(i["Created"]),
+                "Size": human_size(i["Size"], 3),
+                "SharedSize": human_size(i["SharedSize"]),
+                "UniqueSize": human_size(i["UniqueSize"]),
+                "Containers": i["Containers"],
+            }
+        )
+    return render_table(
+        "table {{.Repository}}\t{{.Tag}}\t{{.ID}}\t{{.CreatedSince}}\t{{.Size}}\t"
+        "{{.SharedSize}}\t{{.UniqueSize}}\t{{.Containers}}",
+        rows,
+        {"ID": "IMAGE ID", "CreatedSince": "CREATED", "SharedSize": "SHARED SIZE",
+         "UniqueSize": "UNIQUE SIZE"},
+    )  # fmt: skip
 
 
 def cmd_prune(args) -> int:
