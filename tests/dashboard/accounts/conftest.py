@@ -8,3 +8,10 @@ import pytest
 @pytest.fixture(autouse=True)
 def _fast_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def _own_engine_root(engine_root):
+    """Every test here gets its own engine root: the audit page reads the engine's
+    events, and must never read (or create) the host's /var/lib/berth."""
+    return engine_root

@@ -98,7 +98,7 @@ def test_audit_page_imports_and_filters(cli_env, client_as):
     assert "clivol" in body and "webvol" not in body
 
 
-def test_audit_date_filter(client_as, users):
+def test_audit_date_filter(client_as, engine_root):
     old = AuditEntry.objects.create(
         ts=timezone.now() - timedelta(days=10), actor="admin", action="volume.create",
         target="ancient",
