@@ -91,7 +91,9 @@ def user_active(request, uid: int):
     if u.pk == request.user.pk and not active:
         messages.error(request, "You cannot deactivate your own account.")
         record(request, "user.deactivate", u.username, result="refused: own account")
-        return _done(request, "accounts_users") or _users_page(request, status=400)
+        return _done(request, "accounts_users") or _users_page(
+            request, status=invalid_status(request)
+        )
     u.is_active = active
     u.save(update_fields=["is_active"])
     if not active:
@@ -136,7 +138,9 @@ def user_revoke(request, uid: int):
     if u.pk == request.user.pk:
         messages.error(request, "You cannot revoke your own role.")
         record(request, "user.revoke", u.username, result="refused: own account")
-        return _done(request, "accounts_users") or _users_page(request, status=400)
+        return _done(request, "accounts_users") or _users_page(
+            request, status=invalid_status(request)
+        )
     n, _ = Grant.objects.filter(user=u).delete()
     record(request, "user.revoke", u.username, result="ok" if n else "no direct grant")
     messages.success(request, f"{u.username}'s direct role was revoked.")

@@ -79,7 +79,10 @@ def test_deactivate_ends_access(client_as, users, engine_root):
 
 
 def test_admin_cannot_deactivate_self(client_as, users):
-    client_as("admin").post(f"/users/{users['admin'].pk}/active/", {"active": "0"})
+    c = client_as("admin")
+    r = c.post(f"/users/{users['admin'].pk}/active/", {"active": "0"}, HTTP_HX_REQUEST="true")
+    assert r.status_code == 200  # htmx swaps it in: the message shows
+    assert "You cannot deactivate your own account." in r.content.decode()
     assert User.objects.get(pk=users["admin"].pk).is_active
 
 
