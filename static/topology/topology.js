@@ -38,7 +38,7 @@
       "width": 2, "curve-style": "bezier", "line-color": "#9aa5b1", "font-size": 8,
       "label": "data(shown)", "text-rotation": "autorotate", "text-wrap": "wrap",
       "text-background-color": "#fff", "text-background-opacity": 0.8,
-      "text-background-padding": 1 } },
+      "text-background-padding": 1, "min-zoomed-font-size": 7 } },
     { selector: "edge[kind = 'veth']", style: { "line-color": "#2680c2" } },
     { selector: "edge[kind = 'uplink']", style: { "line-color": "#52606d", "width": 3 } },
     { selector: "edge[?internal]", style: { "line-style": "dashed", "line-color": "#d64545" } },
@@ -53,10 +53,10 @@
     { selector: ".hidden", style: { "display": "none" } },
     { selector: ".dim", style: { "opacity": 0.25 } },
     { selector: ".match", style: { "border-color": "#e12d39", "border-width": 4 } },
-    { selector: ".path", style: { "line-color": "#27ab83", "border-color": "#27ab83",
-      "border-width": 4, "width": 5, "z-index": 10 } },
-    { selector: ".break", style: { "line-color": "#e12d39", "border-color": "#e12d39",
-      "border-width": 6, "width": 7, "line-style": "solid" } },
+    { selector: "edge.path", style: { "line-color": "#27ab83", "width": 5, "z-index": 10 } },
+    { selector: "node.path", style: { "border-color": "#27ab83", "border-width": 4 } },
+    { selector: "edge.break", style: { "line-color": "#e12d39", "width": 7, "line-style": "solid" } },
+    { selector: "node.break", style: { "border-color": "#e12d39", "border-width": 6 } },
     { selector: ":selected", style: { "overlay-opacity": 0.15, "overlay-color": "#2680c2" } },
   ];
 
@@ -115,14 +115,22 @@
   function placeNear(anchorId, kind) {
     const a = cy.getElementById(anchorId);
     const p = a.position();
-    const n = (state.slots[anchorId] = (state.slots[anchorId] || 0) + 1) - 1;
+    let n = (state.slots[anchorId] = (state.slots[anchorId] || 0) + 1) - 1;
     const out = (p.x === 0 && p.y === 0) ? -Math.PI / 2 : angleOf(p);
-    // Rings of 12 around the anchor, centred on the direction away from the host.
-    const ring = Math.floor(n / 12), k = n % 12;
-    const spread = kind === "port" ? 0.5 : 2.4;
-    const ang = out + (k - 5.5) * (spread / 12);
-    const dist = (kind === "port" ? 70 : 110) + ring * 60;
-    return { x: p.x + dist * Math.cos(ang), y: p.y + dist * Math.sin(ang) };
+    // Slots on arcs around the anchor, facing away from the host: the first straight
+    // out, then alternately either side, ~70 px apart; a full arc (about 290 degrees)
+    // moves on to a wider one.
+    let dist = kind === "port" ? 60 : 120;
+    for (;;) {
+      const step = 70 / dist;
+      const perArc = Math.max(1, Math.floor((1.6 * Math.PI) / step) + 1);
+      if (n < perArc) {
+        const ang = out + (n % 2 ? 1 : -1) * Math.ceil(n / 2) * step;
+        return { x: p.x + dist * Math.cos(ang), y: p.y + dist * Math.sin(ang) };
+      }
+      n -= perArc;
+      dist += 75;
+    }
   }
 
   function firstPositions(g) {
