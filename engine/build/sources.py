@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 from engine.build import copy as cp
 from engine.build.dockerfile import Instruction
 from engine.errors import InvalidArgument, NotFound, Unsupported
-from engine.safepath import clean_path, mkdirs_in_root, open_in_root, open_root, write_file_in_root
+from engine.safepath import (
+    clean_path,
+    mkdirs_in_root,
+    open_in_root,
+    open_root,
+    wrap_oserror,
+    write_file_in_root,
+)
 
 if TYPE_CHECKING:
     from engine.build.executor import Builder, StageState
@@ -123,8 +130,11 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
         sources = cp.find_sources(root.rfd, local, root.excluded, what) if local else []
         archives: dict[str, str] = {}
         for s in sources:
-            entries = list(cp.walk(root.rfd, s, "", root.excluded, root.may_enter))
-            cp.hash_entries(root.rfd, entries, h)
+            try:
+                entries = list(cp.walk(root.rfd, s, "", root.excluded, root.may_enter))
+                cp.hash_entries(root.rfd, entries, h)
+            except OSError as e:  # unreadable, or changed while we read it
+                raise wrap_oserror(e, os.fsdecode(e.filename or s.rel)) from None
             if what == "ADD" and not s.is_dir and not from_:
                 kind = _archive_kind(root.rfd, s.rel)
                 if kind:
@@ -148,7 +158,10 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
                 if s.rel in archives:
                     _extract(root.rfd, s.rel, image_root, dest, workdir)
                     continue
-                entries = list(cp.walk(root.rfd, s, dst, root.excluded, root.may_enter))
+                try:
+                    entries = list(cp.walk(root.rfd, s, dst, root.excluded, root.may_enter))
+                except OSError as e:
+                    raise wrap_oserror(e, os.fsdecode(e.filename or s.rel)) from None
                 cp.write_entries(root.rfd, image_root, entries, owner, chmod)
             for d, (_, dst) in zip(downloads, planned[len(sources) :], strict=True):
                 write_file_in_root(image_root, dst, d.data, chmod if chmod is not None else 0o600,

@@ -92,8 +92,12 @@ def cmd_build(args: argparse.Namespace) -> int:
         return 125
     stream = sys.stdin.buffer if "-" in (args.context, args.dockerfile) else None
     eng = engine_from(args)
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
     # SIGTERM unwinds like Ctrl-C, so the step's container and mounts are removed.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         result = eng.build_image(opts, stream, None if args.quiet else _write_stdout)
     except BuildStepFailed as e:
