@@ -120,6 +120,26 @@ def _break_at(g: dict[str, Any], path: list[str], finding: dict[str, Any]) -> st
     return "host" if "host" in path else (path[0] if path else "")
 
 
+def _loopback_port(g: dict[str, Any], src: dict[str, Any], port: dict[str, Any]) -> dict[str, Any]:
+    """A port published on the host's loopback: by design only the host reaches it (a
+    container's 127.0.0.1 is its own), so there is nothing to probe."""
+    label = f"{port['host_ip']}:{port['host_port']}"
+    path = find_path(g, src["id"], port["id"])
+    return {
+        "source": src["name"],
+        "target": port["id"],
+        "probed": label,
+        "ok": False,
+        "path": path,
+        "findings": [],
+        "check": "loopback",
+        "reason": f"loopback: {label} is published on the host's loopback only, which no"
+        f" container reaches ({src['name']}'s 127.0.0.1 is its own); publish it on 0.0.0.0"
+        " or a host address to reach it from containers",
+        "break_at": f"listen:{port['proto']}:{port['host_ip']}:{port['host_port']}",
+    }
+
+
 def reach(eng: Any, g: dict[str, Any], source: str, target: str) -> dict[str, Any]:
     """The doctor's answer for SOURCE -> TARGET with the path and the break on ``g``."""
     from engine.network.doctor import diagnose
@@ -129,10 +149,13 @@ def reach(eng: Any, g: dict[str, Any], source: str, target: str) -> dict[str, An
         raise InvalidArgument(f"{source} is not a running container on this host", obj=source)
     tgt_id = ""
     text = target
+    port: dict[str, Any] | None = None
     if target.startswith("port:"):
         port = _node(g, target)
         if port is None:
             raise InvalidArgument(f"no published port {target[5:]}", obj=target)
+        if port["host_ip"].startswith("127."):
+            return _loopback_port(g, src, port)
         text, tgt_id = _port_target(g, src, port), port["id"]
     else:
         node = _container_node(g, target.rsplit(":", 1)[0] if ":" in target else target)
@@ -154,6 +177,12 @@ def reach(eng: Any, g: dict[str, Any], source: str, target: str) -> dict[str, An
             tgt_id = hit[0]["id"] if hit else "host"
     report = diagnose(eng, src["name"], text).to_dict()
     path = find_path(g, src["id"], tgt_id) if tgt_id else []
+    if port is not None and path:
+        # On through the DNAT to the container behind the port.
+        pub = next((e for e in g["edges"] if e["kind"] == "publish" and e["source"] == port["id"]),
+                   None)  # fmt: skip
+        if pub is not None:
+            path += [pub["id"], pub["target"]]
     failed = [f for f in report["findings"] if f["status"] == "fail"]
     # The doctor's root cause: the first failure about this pair, else any host failure.
     pair = [f for f in failed if f["check"] in ("isolation", "internal", "reachability",

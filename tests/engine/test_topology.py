@@ -102,3 +102,24 @@ def test_reach_same_network_and_isolation_between_networks(wired):
     back = next(n for n in _by_kind(g, "network") if n["name"] == "back")
     assert r["break_at"] == f"uplink:{back['network_id']}" and r["break_at"] in r["path"]
     assert "host" in r["path"]
+
+
+def test_reach_a_published_port_from_another_network_and_the_loopback_one(wired):
+    b = wired.berth
+    b("run", "-d", "--name", "web", "--network", "front", "-p", "18081:80",
+      "-p", "127.0.0.1:18082:81", "busybox", "httpd", "-f", "-p", "80", check=True)  # fmt: skip
+    eng = wired.engine()
+    g = eng.topology()
+    web = _ctr(g, "web")["id"]
+    # x is on back: a host port is not behind the isolation between networks.
+    r = eng.topology_reach("x", "port:tcp:0.0.0.0:18081")
+    assert r["ok"] is True, r
+    assert r["probed"] == "10.94.0.1:18081"  # back's gateway: the host as x sees it
+    # Through the host, its port, and on (DNAT) to the container behind it.
+    assert r["path"][-5:] == ["host", "listen:tcp:0.0.0.0:18081", "port:tcp:0.0.0.0:18081",
+                              "publish:tcp:0.0.0.0:18081", web]  # fmt: skip
+    r = eng.topology_reach("x", "port:tcp:127.0.0.1:18082")
+    assert r["ok"] is False and r["check"] == "loopback" and "loopback only" in r["reason"]
+    # A port nothing listens on, on a container of the same network.
+    r = eng.topology_reach("a", "web:81")
+    assert r["ok"] is False and r["check"] == "listening" and r["break_at"] == web
