@@ -26,7 +26,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from engine.errors import EngineError, InvalidArgument, NotFound
+from engine.errors import InvalidArgument, NotFound
 from engine.safepath import clean_path, open_in_root, open_parent_in_root, wrap_oserror
 
 Excluded = Callable[[str], bool]
@@ -40,7 +40,6 @@ class Source:
 
     rel: str  # cleaned path in the source root ("" = the root itself)
     is_dir: bool
-    wildcard: bool  # matched by a wildcard pattern
 
 
 def _lstat_at(rfd: int, rel: str) -> os.stat_result | None:
@@ -77,7 +76,7 @@ def find_sources(rfd: int, patterns: list[str], excluded: Excluded, what: str) -
                     f" stat {pat}: file does not exist",
                     obj=pat,
                 )
-            out.append(Source(rel, stat.S_ISDIR(st.st_mode), False))
+            out.append(Source(rel, stat.S_ISDIR(st.st_mode)))
             continue
         found = sorted(_glob(rfd, "", comps, excluded))
         if not found:
@@ -88,7 +87,7 @@ def find_sources(rfd: int, patterns: list[str], excluded: Excluded, what: str) -
             )
         for r in found:
             st = _lstat_at(rfd, r)
-            out.append(Source(r, bool(st and stat.S_ISDIR(st.st_mode)), True))
+            out.append(Source(r, bool(st and stat.S_ISDIR(st.st_mode))))
     return out
 
 
@@ -361,7 +360,3 @@ def plan_destinations(
         else:
             out.append((s, cdest))
     return out
-
-
-class CopyError(EngineError):
-    pass

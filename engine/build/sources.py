@@ -40,7 +40,6 @@ class _Root:
     rfd: int
     excluded: cp.Excluded
     may_enter: cp.Excluded
-    what: str
 
 
 def _is_url(s: str) -> bool:
@@ -151,7 +150,7 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
             owner = _owner(image_root, chown)
             workdir = st.cfg.get("WorkingDir") or "/"
             planned = cp.plan_destinations(
-                sources + [cp.Source(d.name, False, False) for d in downloads],
+                sources + [cp.Source(d.name, False) for d in downloads],
                 dest, workdir, image_root, what,
             )  # fmt: skip
             for s, dst in planned[: len(sources)]:
@@ -181,10 +180,10 @@ def _source_root(b: Builder, st: StageState, from_: str, what: str, stack) -> _R
     if not from_:
         ctx = b.ctx
         assert ctx is not None
-        return _Root(ctx.rfd, ctx.excluded, ctx.may_enter, what)
+        return _Root(ctx.rfd, ctx.excluded, ctx.may_enter)
     if from_ in b.named:
         ctx = b.named[from_]
-        return _Root(ctx.rfd, ctx.excluded, ctx.may_enter, what)
+        return _Root(ctx.rfd, ctx.excluded, ctx.may_enter)
     ref = b.stage_ref(from_, before=st.stage.index)
     if ref is not None:
         rec = b.stage_images[ref.index]
@@ -195,7 +194,7 @@ def _source_root(b: Builder, st: StageState, from_: str, what: str, stack) -> _R
     fs = stack.enter_context(ImageFS(b.workspace(), b.eng.images.layer_dirs(rec)))
     rfd = open_root(fs.root)
     stack.callback(os.close, rfd)
-    return _Root(rfd, never, never, what)
+    return _Root(rfd, never, never)
 
 
 def _extract(rfd: int, rel: str, image_root: str, dest: str, workdir: str) -> None:
