@@ -132,3 +132,37 @@ def test_csv_export(client_as, engine_root):
 def test_audit_needs_login(client):
     assert client.get("/audit/").status_code == 302
     assert client.get("/audit.csv").status_code == 302
+
+
+def test_host_changes_wait_for_their_action(engine_root):
+    """The kernel side's events come before the action's own event: an import that
+    runs between the two must not lose them, and must not record them twice."""
+    from engine.api import Engine
+    from engine.config import EngineConfig
+
+    cli = Engine(EngineConfig.from_env(), actor="uid:0(root)")
+    cli.emit("network", "host_changes", "n1", name="n1", bridge="br-n1", address="10.5.0.1/24")
+    assert import_engine_events(cli) == 0  # its action is not written yet
+    cli.emit("network", "create", "n1", name="n1", type="bridge")
+    assert import_engine_events(cli) == 1
+    e = AuditEntry.objects.get(action="network.create")
+    assert e.host_changes == [
+        {"change": "bridge set up", "name": "n1", "bridge": "br-n1", "address": "10.5.0.1/24"}
+    ]
+    assert import_engine_events(cli) == 0
+
+
+def test_host_changes_without_an_action_are_recorded_alone(engine_root):
+    from engine.api import Engine
+    from engine.config import EngineConfig
+
+    cli = Engine(EngineConfig.from_env(), actor="uid:0(root)")
+    seq = cli.emit("network", "host_changes", "n2", name="n2", bridge_removed="True")
+    # Its action failed after the kernel changed: a minute later, nothing followed.
+    with cli.db.write() as c:
+        c.execute("UPDATE events SET time_nano = time_nano - 60000000000 WHERE seq=?", (seq,))
+    Engine(EngineConfig.from_env(), actor="user:someone").emit("volume", "create", "v", name="v")
+    assert import_engine_events(cli) == 1
+    e = AuditEntry.objects.get()
+    assert e.action == "network.host_changes" and e.source == "cli"
+    assert e.host_changes == [{"change": "bridge removed", "name": "n2"}]

@@ -36,8 +36,9 @@ def test_roles_both_ways(client_as, dash_net):
     assert "keepnet" in {n["Name"] for n in eng.list_networks()}
 
 
-def test_create_inspect_remove_with_host_changes(client_as, dash_net):
-    c = client_as("operator")
+@pytest.mark.parametrize("role", ["operator", "admin"])
+def test_create_inspect_remove_with_host_changes(client_as, dash_net, role):
+    c = client_as(role)
     r = c.post(
         "/networks/create/",
         {"name": "webnet", "driver": "bridge", "subnet": "10.77.5.0/24",
@@ -52,7 +53,7 @@ def test_create_inspect_remove_with_host_changes(client_as, dash_net):
     body = client_as("viewer").get("/networks/webnet/").content.decode()
     assert "10.77.5.254" in body and bridge in body
     e = AuditEntry.objects.get(action="network.create")
-    assert e.actor == "operator" and e.result == "ok"
+    assert e.actor == role and e.result == "ok"
     assert e.host_changes[0]["change"] == "bridge set up"
     assert e.host_changes[0]["bridge"] == bridge
     assert e.host_changes[0]["address"] == "10.77.5.254/24"
