@@ -145,12 +145,15 @@ CMD ["sh", "-c", "cat build-info; echo $APP_VERSION"]
     )
     p = busybox_env.berth(
         "build", "--build-arg", "VERSION=2.1", "--build-arg", "NOT_DECLARED=1",
-        "--label", "built.by=test", "-t", "web:2.1", str(ctx),
+        "--label", "built.by=test", "-t", "web:2.1", "-t", "registry.local/web:latest", str(ctx),
     )  # fmt: skip
     assert p.returncode == 0, p.stdout + p.stderr
     assert "[Warning] One or more build-args [NOT_DECLARED] were not consumed" in p.stdout
     run = busybox_env.berth("run", "--rm", "web:2.1", check=True)
     assert run.stdout == "version=2.1\n2.1\n"
+    assert (
+        _inspect(busybox_env, "registry.local/web")["Id"] == _inspect(busybox_env, "web:2.1")["Id"]
+    )
     files = busybox_env.berth("run", "--rm", "web:2.1", "cat", "files.txt", check=True).stdout
     # (files.txt itself may or may not be listed: sort opens it while find runs)
     assert [f for f in files.split() if f != "./files.txt"] == [
@@ -202,6 +205,14 @@ def test_context_from_stdin_tar_and_dockerfile_from_stdin(busybox_env, tmp_path)
     p = busybox_env.berth("build", "-q", "-t", "nocontext", "-", input=b"FROM busybox\nENV X=1\n")
     assert p.returncode == 0, p.stderr
     assert "X=1" in _inspect(busybox_env, "nocontext")["Config"]["Env"]
+    # -f naming a Dockerfile outside the context directory.
+    other = write_tree(
+        tmp_path / "elsewhere", {"Dockerfile.prod": "FROM busybox\nCOPY data/a.txt /p\n"}
+    )
+    p = busybox_env.berth(
+        "build", "-q", "-f", str(other / "Dockerfile.prod"), "-t", "outside-df", str(ctx)
+    )
+    assert p.returncode == 0, p.stderr
     # -f - with a directory context.
     p = busybox_env.berth(
         "build", "-q", "-f", "-", "-t", "dfstdin", str(ctx),
