@@ -18,6 +18,7 @@ from dashboard.accounts.audit import client_address, record
 from dashboard.resources.htmx import invalid_status, page
 
 SESSION_MAX_AGE = 12 * 3600  # seconds
+LOGIN_PATH = "/login/"
 
 
 def _next_url(request) -> str:
@@ -25,7 +26,8 @@ def _next_url(request) -> str:
     ok = url_has_allowed_host_and_scheme(
         nxt, allowed_hosts={request.get_host()}, require_https=request.is_secure()
     )
-    return nxt if nxt and ok else "/"
+    # Never back to the log-in page itself: a logged-in user would go round in circles.
+    return nxt if nxt and ok and not nxt.startswith(LOGIN_PATH) else "/"
 
 
 # login_not_required: ready for Django's LoginRequiredMiddleware (every other page

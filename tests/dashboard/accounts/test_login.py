@@ -47,6 +47,8 @@ def test_login_redirects_only_to_this_site(users):
     c = Client()
     r = c.post("/login/", {"username": "viewer", "password": PASSWORD, "next": "/volumes/"})
     assert r.url == "/volumes/"
+    # Logged in already: the log-in page sends you on, never back to itself.
+    assert c.get("/login/?next=/login/").url == "/"
 
 
 def test_bad_password_is_refused_and_audited(users):
