@@ -136,7 +136,7 @@
   function firstPositions(g) {
     const pos = { host: { x: 0, y: 0 } };
     const nets = g.nodes.filter(function (n) { return n.kind === "network"; });
-    const R = Math.max(220, nets.length * 45);
+    const R = Math.max(240, nets.length * 65);
     nets.forEach(function (n, i) {
       const a = -Math.PI / 2 + (2 * Math.PI * (i + 0.5)) / Math.max(nets.length, 1);
       pos[n.id] = { x: R * Math.cos(a), y: R * Math.sin(a) };
