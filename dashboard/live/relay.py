@@ -71,7 +71,9 @@ class Relay:
         self.files = events.db_files()
         self.audit = _audit_importer()
         stored = self.redis.get(self.key)
-        self.seq = int(stored) if stored is not None else events.last_seq()
+        last = events.last_seq()
+        # A stored position past the log's end means the log was made anew: its end.
+        self.seq = int(stored) if stored is not None and int(stored) <= last else last
         self.stopping = asyncio.Event()
 
     async def forward(self) -> int:

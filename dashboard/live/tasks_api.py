@@ -151,19 +151,36 @@ def start(user: Any, kind: str, task_name: str, kwargs: dict, target: str = "") 
         state=PENDING,
     )
     _append(task_id, {"event": "state", "state": PENDING, "kind": kind, "target": rec.target})
+
+    def send() -> None:
+        try:
+            app.send_task(task_name, kwargs=kwargs, task_id=task_id)
+        except Exception as e:  # broker unreachable: say so rather than stay pending
+            log.error("task %s (%s) could not be queued: %s", task_id, task_name, e)
+            fail(task_id, f"could not queue the task: {e}")
+
     # After the commit: a worker fast enough to start before it would not find the row.
-    transaction.on_commit(lambda: app.send_task(task_name, kwargs=kwargs, task_id=task_id))
+    transaction.on_commit(send)
     return task_id
 
 
 # -- inside a task ---------------------------------------------------------------------------
 
 
+_summary_at: dict[str, float] = {}
+SUMMARY_EVERY = 1.0  # seconds between summary writes from output lines (a build's many)
+
+
 def progress(task_id: str, data: dict) -> str:
     """Append one progress entry (any JSON dict); returns its entry ID. Also keeps the
-    record's one-line summary when the entry has a "summary" or "line"."""
+    record's one-line summary: every "summary", and a "line" at most once a second."""
     sid = _append(task_id, data)
-    text = data.get("summary") or data.get("line")
+    text = data.get("summary")
+    if not text and data.get("line"):
+        now = time.monotonic()
+        if now - _summary_at.get(task_id, -1e9) >= SUMMARY_EVERY:
+            _summary_at[task_id] = now
+            text = data["line"]
     if text:
         from dashboard.live.models import TaskRecord
 
@@ -238,9 +255,11 @@ class _Heartbeat(threading.Thread):
 
     def run(self) -> None:
         key = ALIVE.format(self.task_id)
+        me = f"{socket.gethostname()}:{os.getpid()}"
         while not self.stopped.wait(HEARTBEAT_EVERY):
             try:
-                redis_client().expire(key, HEARTBEAT_TTL)
+                # SET rather than EXPIRE: a beat that came late still marks us alive.
+                redis_client().set(key, me, ex=HEARTBEAT_TTL)
             except Exception as e:  # Redis gone for a moment: the next beat retries
                 log.warning("task %s: heartbeat failed: %s", self.task_id, e)
 
@@ -302,6 +321,7 @@ def tracked(name: str, **options: Any) -> Callable[[Callable], Any]:
                 raise
             finally:
                 beat.stopped.set()
+                _summary_at.pop(task_id, None)
             finish(task_id, result if isinstance(result, dict) else {"value": result})
             return result
 

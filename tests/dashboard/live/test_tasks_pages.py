@@ -111,3 +111,14 @@ async def test_task_socket_sends_live_entries_and_closes_at_the_end(
     last = json.loads(await comm.receive_from(timeout=10))
     assert last["data"] == {"event": "state", "state": "failure", "error": "it broke"}
     assert (await comm.receive_output(timeout=10))["type"] == "websocket.close"
+
+
+def test_a_task_that_cannot_be_queued_fails_with_the_reason(users, live_redis, transactional_db):
+    from dashboard.celery import app
+    from tests.dashboard.live.conftest import _reset_celery_connections
+
+    app.conf.update(broker_url="redis+socket:///nonexistent/berth-test.sock")
+    _reset_celery_connections(app)  # live_redis puts the real broker back afterwards
+    tid = tasks_api.start(users["operator"], "image.pull", "long.image_pull", {"ref": "x"})
+    rec = TaskRecord.objects.get(pk=tid)
+    assert rec.state == "failure" and "could not queue the task" in rec.error
