@@ -31,6 +31,7 @@ published port), publish (published port -> container: host-ip:port -> port).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -40,10 +41,10 @@ from engine.containers import records
 from engine.containers.records import Container
 from engine.network import store
 from engine.network.store import Endpoint, NetworkRecord
-from engine.runtime.oci import pid_alive
 
 __all__ = [
     "HostLinks",
+    "Member",
     "State",
     "build",
     "counters",
@@ -58,14 +59,45 @@ HOST = "host"
 
 
 @dataclass
+class Member:
+    """What the graph needs of a container record (read without building the whole
+    Container: with hundreds of rows, CreateOptions parsing is most of a build)."""
+
+    id: str
+    name: str
+    image_ref: str
+    state: str
+    pid: int
+    network: str  # --network as given ("" = the engine's default)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def short_id(self) -> str:
+        return self.id[:12]
+
+    @classmethod
+    def of(cls, c: Container) -> Member:
+        return cls(c.id, c.name, c.image_ref, c.state, c.pid, c.opts.network, c.extra)
+
+    @classmethod
+    def from_row(cls, r: Any) -> Member:
+        cfg = json.loads(r["config"])
+        return cls(r["id"], r["name"], r["image_ref"], r["state"], r["pid"],
+                   (cfg.get("opts") or {}).get("network", ""), cfg.get("extra") or {})  # fmt: skip
+
+
+@dataclass
 class State:
     """What the records say: networks, endpoints, running containers."""
 
     networks: list[NetworkRecord]
     endpoints: list[Endpoint]
-    containers: list[Container]
+    containers: list[Member | Container]
     default_network: str = "bridge"
     host_label: str = "host"
+
+    def __post_init__(self) -> None:
+        self.containers = [c if isinstance(c, Member) else Member.of(c) for c in self.containers]
 
 
 @dataclass
@@ -142,12 +174,15 @@ def load_state(eng: Any, running_only: bool = True) -> State:
     """The records, read without side effects: unlike ``Engine.get_network`` this never
     makes the default bridge (a page view must not change the host)."""
     store.ensure_schema(eng.db)
+    cols = "id, name, image_ref, state, pid, config"
     if running_only:
         marks = ",".join("?" * len(records.ACTIVE))
-        rows = eng.db.query(f"SELECT * FROM containers WHERE state IN ({marks})", records.ACTIVE)
-        cs = [c for c in map(records.from_row, rows) if pid_alive(c.pid)]
+        rows = eng.db.query(
+            f"SELECT {cols} FROM containers WHERE state IN ({marks})", records.ACTIVE
+        )
+        cs = [m for m in map(Member.from_row, rows) if _alive(m.pid)]
     else:
-        cs = records.load_all(eng.db)
+        cs = [Member.from_row(r) for r in eng.db.query(f"SELECT {cols} FROM containers")]
     eps = [store.endpoint_from_row(r) for r in eng.db.query("SELECT * FROM endpoints")]
     cfg = eng.config
     return State(
@@ -157,6 +192,21 @@ def load_state(eng: Any, running_only: bool = True) -> State:
         default_network=cfg.default_network,
         host_label=f"host ({cfg.host_netns})" if cfg.host_netns else "host",
     )
+
+
+def _alive(pid: int) -> bool:
+    """The process exists. (A zombie counts: the exit handler's "die" event follows at
+    once and the graph is rebuilt then; reading /proc/PID/stat for each of hundreds of
+    containers would cost more than the rest of the build.)"""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def graph(eng: Any) -> dict[str, Any]:
@@ -183,7 +233,7 @@ def _ipv4(link: dict[str, Any]) -> list[str]:
     ]
 
 
-def _resolve(containers: list[Container], ref: str) -> Container | None:
+def _resolve(containers: list[Member], ref: str) -> Member | None:
     for c in containers:
         if ref in (c.id, c.name):
             return c
@@ -283,9 +333,9 @@ class _Builder:
             self._hostif(name)
 
     # -- containers ---------------------------------------------------------------------
-    def container(self, c: Container, eps: list[Endpoint]) -> None:
+    def container(self, c: Member, eps: list[Endpoint]) -> None:
         cid = f"ctr:{c.id}"
-        mode = c.opts.network or self.s.default_network
+        mode = c.network or self.s.default_network
         addrs = []
         for ep in eps:
             n = self.nets.get(ep.network_id)
@@ -335,7 +385,7 @@ class _Builder:
         if f"net:{n.id}" not in self.nodes:
             self.network(n)
 
-    def _veth(self, c: Container, ep: Endpoint, n: NetworkRecord) -> None:
+    def _veth(self, c: Member, ep: Endpoint, n: NetworkRecord) -> None:
         self.ours.add(ep.host_ifname)
         state = "up"
         problem = ""
@@ -366,7 +416,7 @@ class _Builder:
             problem=problem,
         )
 
-    def _ports(self, c: Container) -> None:
+    def _ports(self, c: Member) -> None:
         target = c.extra.get("port_target") or {}
         for d in c.extra.get("ports") or []:
             proto, hip, hport, cport = d["proto"], d["host_ip"], d["host_port"], d["container_port"]

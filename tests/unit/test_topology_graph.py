@@ -197,7 +197,7 @@ def test_ids_are_stable_and_diff_names_only_what_changed():
 
 def test_shared_namespace_of_a_stopped_container_draws_no_dangling_edge():
     state, (web, api, side, db, mac, hn), eps = scene()
-    state.containers = [api, side, db]
+    state = State(state.networks, state.endpoints, [api, side, db])
     g = build(state, kernel(eps), "bt")
     assert f"shares:{side.id}" not in ids(g, "edges")
     assert all(e["source"] in ids(g) and e["target"] in ids(g) for e in g["edges"])
