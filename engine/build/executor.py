@@ -227,6 +227,8 @@ class Builder:
     def _run(self, df: Dockerfile) -> BuildResult:
         o = self.opts
         self.df = df
+        if o.network not in ("", "default", "none", "host"):
+            self.eng.get_network(o.network)  # a missing network fails before any step
         meta = self._meta_scope(df)
         if o.target:
             target = df.stage(o.target)
