@@ -57,6 +57,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page needs a log-in unless its view says otherwise (only /login/ does).
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -112,7 +114,13 @@ def _database(url: str | None) -> dict:
 DATABASES = {"default": _database(os.environ.get("BERTH_DATABASE_URL"))}
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -128,12 +136,20 @@ LOGIN_URL = "/login/"
 # Sessions and CSRF: cookies not readable by scripts, not sent cross-site, and marked
 # Secure when the dashboard sits behind TLS (BERTH_SECURE_COOKIES=1; the default
 # server listens on plain http://127.0.0.1, where Secure cookies would never be sent).
+# Cookies are per host, not per port: names of our own, so another app on 127.0.0.1
+# cannot overwrite them.
+SESSION_COOKIE_NAME = "berth_sessionid"
+CSRF_COOKIE_NAME = "berth_csrftoken"
+LOGIN_REDIRECT_URL = "/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_AGE = int(os.environ.get("BERTH_SESSION_AGE", 12 * 3600))
 CSRF_COOKIE_HTTPONLY = True  # pages carry the token (base.html's hx-headers)
 CSRF_COOKIE_SAMESITE = "Lax"
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = os.environ.get("BERTH_SECURE_COOKIES") == "1"
+if SESSION_COOKIE_SECURE:
+    # Behind a TLS proxy that sets it (and only then): requests count as https.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 CSRF_TRUSTED_ORIGINS = [
     o for o in os.environ.get("BERTH_CSRF_TRUSTED_ORIGINS", "").split(",") if o
 ]  # e.g. https://berth.example.org behind a TLS proxy

@@ -228,9 +228,9 @@ def test_serve_runs_the_whole_stack(stack_env, stacks, tmp_path):
 
     # Websockets: refused without a session; with one, "ping" comes back through the
     # channel layer (Redis) as "pong".
-    session = next(c for c in opener.cookies if c.name == "sessionid")  # type: ignore[attr-defined]
+    session = next(c for c in opener.cookies if c.name == "berth_sessionid")  # type: ignore[attr-defined]
     assert " 403 " in ws_ping(host, int(port), "")
-    assert ws_ping(host, int(port), f"sessionid={session.value}") == "pong"
+    assert ws_ping(host, int(port), f"berth_sessionid={session.value}") == "pong"
 
     # A task through the stack's Redis and its `quick` worker.
     from dashboard.core.tasks import engine_info
