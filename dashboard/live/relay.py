@@ -31,7 +31,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "dashboard.settings")
 log = logging.getLogger("dashboard.live.relay")
 
 GROUP = "events"
-POLL = 0.05  # seconds between stat()s of the database files
+POLL = 0.02  # seconds between stat()s of the database files (two syscalls)
 IDLE_READ = 2.0  # read the log at least this often even when the files look unchanged
 REAP_EVERY = 5.0  # seconds between checks for tasks whose worker was lost
 CURSOR_KEY = "berth:relay:seq:{}"  # per engine root: one Redis may serve several
@@ -75,6 +75,9 @@ class Relay:
         # A stored position past the log's end means the log was made anew: its end.
         self.seq = int(stored) if stored is not None and int(stored) <= last else last
         self.stopping = asyncio.Event()
+        self.audit_due = False
+        self.last_reap = 0.0
+        self.side_task: asyncio.Future | None = None
 
     async def forward(self) -> int:
         """Send every event after self.seq; returns how many were sent."""
@@ -90,48 +93,61 @@ class Relay:
             if len(batch) < 500:
                 return sent
 
-    async def side_jobs(self, new_events: bool, last_reap: float) -> float:
-        """Audit import after new events; task reaping every REAP_EVERY seconds."""
-        if new_events and self.audit is not None:
-            try:
-                await asyncio.to_thread(_db_call, self.audit)
-            except Exception as e:  # the audit page imports on its own too
-                log.warning("audit import failed: %s", e)
+    def side_jobs(self, new_events: bool) -> None:
+        """Audit import after new events, task reaping every REAP_EVERY seconds: in
+        the background, one at a time, so they never hold up forwarding."""
+        self.audit_due |= new_events and self.audit is not None
+        if self.side_task is not None and not self.side_task.done():
+            return
         now = time.monotonic()
-        if now - last_reap < REAP_EVERY:
-            return last_reap
-        from dashboard.live.tasks_api import reap_stale
-
-        try:
-            reaped = await asyncio.to_thread(_db_call, reap_stale)
-            if reaped:
-                log.warning("tasks failed after their worker was lost: %s", ", ".join(reaped))
-        except Exception as e:
-            log.warning("task reaping failed: %s", e)
-        return now
+        jobs = []
+        if self.audit_due:
+            self.audit_due = False
+            jobs.append(("audit import", self.audit))
+        if now - self.last_reap >= REAP_EVERY:
+            self.last_reap = now
+            jobs.append(("task reaping", _reap))
+        if jobs:
+            self.side_task = asyncio.ensure_future(asyncio.to_thread(_run_jobs, jobs))
 
     async def run(self) -> None:
         stamp: tuple = ()
-        last_read = last_reap = 0.0
+        last_read = 0.0
         print(f"berth relay: following events after seq {self.seq}", flush=True)
         while not self.stopping.is_set():
             now_stamp = _stamp(self.files)
             now = time.monotonic()
+            sent = 0
             if now_stamp != stamp or now - last_read >= IDLE_READ:
                 stamp, last_read = now_stamp, now
                 try:
                     sent = await self.forward()
                 except Exception as e:  # Redis or the database busy: try again shortly
                     log.warning("forwarding failed: %s", e)
-                    sent = 0
                     await asyncio.sleep(1)
-                last_reap = await self.side_jobs(sent > 0, last_reap)
-            elif now - last_reap >= REAP_EVERY:
-                last_reap = await self.side_jobs(False, last_reap)
+            self.side_jobs(sent > 0)
             try:
                 await asyncio.wait_for(self.stopping.wait(), POLL)
             except TimeoutError:
                 pass
+        if self.side_task is not None:
+            await self.side_task
+
+
+def _reap() -> None:
+    from dashboard.live.tasks_api import reap_stale
+
+    reaped = reap_stale()
+    if reaped:
+        log.warning("tasks failed after their worker was lost: %s", ", ".join(reaped))
+
+
+def _run_jobs(jobs: list) -> None:
+    for what, fn in jobs:
+        try:
+            _db_call(fn)
+        except Exception as e:  # the audit page imports on its own; reaping comes again
+            log.warning("%s failed: %s", what, e)
 
 
 def _db_call(fn: Callable[[], Any]) -> Any:
