@@ -25,11 +25,15 @@ TABS = ("summary", "logs", "stats", "top", "inspect", "terminal", "mounts", "net
 OPERATOR_TABS = ("terminal",)
 
 
-def _done(request, target: str):
-    """After an action: htmx asks the page to refresh itself, a form post is redirected."""
+def _done(request, target: str, *, leave: bool = False):
+    """After an action. A plain form post is redirected to ``target``. An htmx post
+    gets 204 and the page stays: it shows the change when the engine's event arrives
+    (detail.js / list.js), or, with ``leave`` (the container is gone), goes to
+    ``target``."""
     if request.htmx:
         resp = HttpResponse(status=204)
-        resp["HX-Refresh"] = "true"
+        if leave:
+            resp["HX-Redirect"] = target
         return resp
     return redirect(target)
 
@@ -176,12 +180,15 @@ def action(request, ref: str, action: str):
     if action == "stop":
         # A stop waits up to its timeout for the process: a quick-queue task, so the
         # page answers at once and the list shows the change when it happens.
-        from dashboard.containers.tasks import stop_container
+        from dashboard.live import tasks_api
 
-        stop_container.delay(
-            request.user.username, c.id, timeout, request.META.get("REMOTE_ADDR", "")
-        )
-        messages.info(request, f"Stopping {c.name}…")
+        tasks_api.start(
+            request.user, "container.stop", "containers.stop",
+            {"ref": c.id, "timeout": timeout, "address": request.META.get("REMOTE_ADDR", "")},
+            target=c.name,
+        )  # fmt: skip
+        if not request.htmx:
+            messages.info(request, f"Stopping {c.name}…")
         return _done(request, reverse("containers:detail", args=[c.name]))
     signal = request.POST.get("signal", "")
     params = {k: v for k, v in (("timeout", timeout), ("signal", signal)) if v}
@@ -189,12 +196,15 @@ def action(request, ref: str, action: str):
         svc.act(request.user, c.id, action, timeout=timeout, signal=signal)
     except svc.EngineError as e:
         record(request, f"container.{action}", target=c.name, params=params, result=str(e))
+        if request.htmx:  # the page stays: the error goes back to it at once
+            return HttpResponse(f"{action} {c.name}: {e}", status=409)
         messages.error(request, f"{action} {c.name}: {e}")
     else:
         record(request, f"container.{action}", target=c.name, params=params)
-        messages.info(request, f"{action}: {c.name} done.")
+        if not request.htmx:
+            messages.info(request, f"{action}: {c.name} done.")
     if action == "remove":
-        return _done(request, reverse("containers:list"))
+        return _done(request, reverse("containers:list"), leave=True)
     return _done(request, reverse("containers:detail", args=[c.name]))
 
 

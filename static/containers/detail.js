@@ -22,4 +22,13 @@
     };
   }
   connect();
+  // An action refused by the engine (409) or the server: say why, next to the buttons.
+  document.body.addEventListener("htmx:responseError", (e) => {
+    const el = document.getElementById("action-error");
+    if (el) el.textContent = e.detail.xhr.responseText || e.detail.xhr.statusText;
+  });
+  document.body.addEventListener("htmx:beforeRequest", () => {
+    const el = document.getElementById("action-error");
+    if (el) el.textContent = "";
+  });
 })();

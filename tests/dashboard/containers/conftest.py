@@ -50,3 +50,7 @@ def eager_celery():
     app.conf.task_eager_propagates = True
     yield app
     app.conf.task_always_eager, app.conf.task_eager_propagates = saved
+
+
+# A private Redis and a real Celery worker (the live app's fixtures), for the stop task.
+from tests.dashboard.live.conftest import live_redis, redis_server, start_worker  # noqa: E402,F401
