@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.containers.forms import RunForm
+from dashboard.containers.rows import render_rows
 from dashboard.services import containers as svc
 from dashboard.services import logs as logsvc
 
@@ -53,6 +54,7 @@ def container_list(request):
         "states": svc.STATES,
         "can_act": has_role(request.user, "operator"),
     }
+    ctx["rows_html"] = render_rows(rows, ctx["can_act"], filtered=bool(state or q))
     if request.htmx and request.GET.get("fragment") == "rows":
         return render(request, "containers/_rows.html", ctx)
     return render(request, "containers/list.html", ctx)
