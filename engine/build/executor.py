@@ -328,15 +328,15 @@ class Builder:
             ) from None
 
     def state_from_image(self, s: Stage, rec: ImageRecord) -> StageState:
-        from engine.containers.commit import _OCI_LAYER_TYPES
-
         cfg = copy.deepcopy(rec.config)
         manifest = json.loads(self.eng.images.blobs.read(rec.manifest_digest))
-        layers = []
-        for d in manifest.get("layers") or []:
-            d = dict(d)
-            d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
-            layers.append(d)
+        layers = [dict(d) for d in manifest.get("layers") or []]
+        if any("docker" in d.get("mediaType", "") for d in layers):
+            # A loaded Docker image: our OCI manifest names its layers the OCI way (as commit does).
+            from engine.containers.commit import _OCI_LAYER_TYPES
+
+            for d in layers:
+                d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
         return StageState(s, rec.id, cfg, layers=layers)
 
     def _finish_stage(self, st: StageState) -> ImageRecord:

@@ -279,8 +279,6 @@ def workdir(b: Builder, st: StageState, ins: Instruction) -> None:
 
 
 def run(b: Builder, st: StageState, ins: Instruction) -> None:
-    from engine.build.run import run_step
-
     if ins.flag("mount") is not None or ins.flag("security") is not None:
         raise Unsupported("RUN --mount and --security are not supported by Berth's builder")
     argv = _cmd_form(st, ins, ins.args)
@@ -299,6 +297,8 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
         raise InvalidArgument(
             f"RUN {shown}: the image has no files (FROM scratch): there is no shell to run"
         )
+    from engine.build.run import run_step
+
     b.reap_orphans_once()
     if network in ("default", ""):
         network = ""
