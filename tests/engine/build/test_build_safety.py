@@ -232,3 +232,33 @@ def test_run_uses_the_network_asked_for(net_env, tmp_path):
     p = net_env.berth("build", "--no-cache", "--network", "none", str(ctx))
     assert p.returncode == 0, p.stderr
     assert "eth0" not in p.stdout and "lo " in p.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_build_removes_its_container(busybox_env, tmp_path, sig):
+    ctx = write_tree(
+        tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n"}
+    )
+    proc = subprocess.Popen(
+        [*BERTH, "build", "-t", "interrupted", str(ctx)],
+        env=busybox_env.env, cwd=str(REPO), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        out = b""
+        deadline = time.monotonic() + 60
+        while b"\nstarted\n" not in out and time.monotonic() < deadline:
+            out += proc.stdout.read1(4096) if proc.stdout else b""
+        assert b"\nstarted\n" in out
+        proc.send_signal(sig)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0
+    eng = busybox_env.engine()
+    assert eng.containers(all=True) == []
+    assert _mounts_under(busybox_env.root) == []
+    assert _cgroups(busybox_env.prefix) == []
+    assert list((busybox_env.root / "build" / "tmp").iterdir()) == []
+    assert not eng.images.exists("interrupted")
