@@ -286,7 +286,7 @@ class Builder:
             self.say(f"# Executing {len(triggers)} build trigger{'s' if len(triggers) > 1 else ''}")
             for text in triggers:
                 ins = parse_line(text, s.from_instr.line, escape=df.escape, name="ONBUILD")
-                steps.dispatch(self, st, ins, trigger=True)
+                steps.dispatch(self, st, ins)
         for ins in s.instructions:
             self.begin(ins.text)
             steps.dispatch(self, st, ins)

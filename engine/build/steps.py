@@ -27,7 +27,7 @@ _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_NS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
 
 
-def dispatch(b: Builder, st: StageState, ins: Instruction, trigger: bool = False) -> None:
+def dispatch(b: Builder, st: StageState, ins: Instruction) -> None:
     handler = _HANDLERS.get(ins.keyword)
     if handler is None:  # pragma: no cover - the parser knows every keyword
         raise Unsupported(f"{ins.keyword} is not supported")
