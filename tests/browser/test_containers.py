@@ -57,6 +57,15 @@ def test_run_logs_terminal_stop(live_stack, page_as, unique_name):
     # Search highlights the matches.
     page.fill("#log-search", f"tick-{n}")
     assert page.locator("#log mark").first.inner_text() == f"tick-{n}"
+    # Timestamps are hidden until asked for; stderr only shows nothing (it writes none).
+    assert not page.locator("#log .line .ts").first.is_visible()
+    page.check("#log-ts")
+    assert page.locator("#log .line .ts").first.is_visible()
+    page.select_option("#log-stream", "stderr")
+    page.wait_for_selector("#log-status:has-text('following')")
+    assert page.locator("#log .line").count() == 0
+    page.select_option("#log-stream", "both")
+    page.wait_for_selector("#log .line")
 
     # Terminal: type, see the output.
     page.click("#tab-terminal")
@@ -139,5 +148,12 @@ def test_viewer_finds_no_terminal_and_gets_403(live_stack, page_as, unique_name)
         assert got.startswith("closed"), got
         # ...while the logs websocket works for a viewer.
         page.wait_for_selector("#log-status:has-text('following')")
+        # Stats: live charts, one sample a second.
+        page.goto(live_stack.url(f"/containers/{unique_name}/stats/"))
+        page.wait_for_function(
+            "() => Number(document.getElementById('stats-now').dataset.samples || 0) >= 2"
+        )
+        assert page.locator("#chart-mem canvas").count() == 1
+        assert "memory" in page.locator("#stats-now").inner_text()
     finally:
         eng.remove_container(c.id, force=True)

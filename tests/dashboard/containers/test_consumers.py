@@ -192,6 +192,24 @@ async def test_terminal_echo_resize_and_hangup(ws_users, make_ctr, ctr_env):
     assert not any(p.strip() in ("/bin/sh", "sh") for p in procs), procs
 
 
+async def test_terminal_flow_control_pauses_until_acknowledged(ws_users, make_ctr):
+    ctr = await sync_to_async(make_ctr)("sleep", "300")
+    c = communicator(f"/ws/containers/{ctr.name}/terminal/", ws_users["operator"])
+    assert (await c.connect())[0]
+    total = len(await read_terminal(c, "# "))
+    await c.send_json_to({"in": "seq 1 400000\n"})  # ~2.7 MB through the pty
+    # Without acknowledgements the server stops reading the pty past its window.
+    while not await c.receive_nothing(timeout=2):
+        msg = await c.receive_output()
+        total += len(msg.get("bytes") or b"")
+    assert WINDOW < total <= WINDOW + 4 * 65536, total
+    await c.send_json_to({"ack": total})  # drawn: output resumes
+    msg = await c.receive_output(timeout=20)
+    assert msg.get("bytes")
+    await c.disconnect()
+    assert termsvc.open_count() == 0
+
+
 async def test_terminal_exit_is_reported(ws_users, make_ctr):
     ctr = await sync_to_async(make_ctr)("sleep", "300")
     c = communicator(f"/ws/containers/{ctr.name}/terminal/", ws_users["admin"])

@@ -26,6 +26,25 @@ def test_list_requires_login(client, db):
     assert r.status_code == 302 and r.url.startswith("/login/")
 
 
+@pytest.mark.parametrize(
+    "method,url",
+    [
+        ("get", "/containers/"),
+        ("get", "/containers/run/"),
+        ("post", "/containers/run/"),
+        ("post", "/containers/bulk/"),
+        ("get", "/containers/x/"),
+        ("get", "/containers/x/logs/"),
+        ("get", "/containers/x/terminal/"),
+        ("get", "/containers/x/logs/download/"),
+        ("post", "/containers/x/action/stop/"),
+    ],
+)
+def test_every_page_and_action_needs_a_login(client, db, method, url):
+    r = getattr(client, method)(url)
+    assert r.status_code == 302 and r.url.startswith("/login/")
+
+
 @pytest.mark.parametrize("role", ["admin", "operator", "viewer"])
 def test_list_shows_containers_to_every_role(client_as, make_ctr, role):
     up = make_ctr("sleep", "60")
