@@ -9,6 +9,7 @@ worker use ``transactional_db`` so their rows are committed where the worker see
 
 from __future__ import annotations
 
+import atexit
 import os
 import queue
 import secrets
@@ -35,7 +36,9 @@ def _file_test_db() -> None:
 
     test = settings.DATABASES["default"].setdefault("TEST", {})
     if not test.get("NAME"):
-        test["NAME"] = str(Path(tempfile.mkdtemp(prefix="berth-testdb-")) / "test.sqlite3")
+        tmp = tempfile.mkdtemp(prefix="berth-testdb-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        test["NAME"] = str(Path(tmp) / "test.sqlite3")
 
 
 _file_test_db()
