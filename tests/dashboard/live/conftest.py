@@ -100,6 +100,7 @@ def redis_server() -> Iterator[RedisServer]:
     # Short path: a unix socket path must fit in 108 bytes.
     tmp = Path(tempfile.mkdtemp(prefix="brd-", dir="/tmp"))
     server = RedisServer(tmp)
+    atexit.register(server.stop)  # also when the session ends without fixture teardown
     yield server
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
