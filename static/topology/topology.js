@@ -264,11 +264,16 @@
     });
   }
 
-  function fillSelect(sel, items) {
-    const keep = sel.value;
-    sel.innerHTML = "<option value=''>—</option>" + items.map(function (it) {
+  function fillSelect(sel, items, blank) {
+    // Only when the choices changed: rewriting them under a user's (or a test's) hand
+    // would drop a choice being made.
+    const html = "<option value=''>" + esc(blank || "—") + "</option>" + items.map(function (it) {
       return "<option value='" + esc(it[0]) + "'>" + esc(it[1]) + "</option>";
     }).join("");
+    if (sel.dataset.choices === html) return;
+    const keep = sel.value;
+    sel.innerHTML = html;
+    sel.dataset.choices = html;
     sel.value = items.some(function (it) { return it[0] === keep; }) ? keep : "";
   }
 
@@ -280,8 +285,7 @@
     fillSelect(tgtSel, cs.concat(ports));
     const nets = Object.values(state.graph.nodes).filter(function (n) { return n.kind === "network"; })
       .map(function (n) { return [n.name, n.name]; }).sort();
-    fillSelect(netFilter, nets);
-    netFilter.options[0].textContent = "all networks";
+    fillSelect(netFilter, nets, "all networks");
   }
 
   function applyFilter() {
@@ -382,6 +386,7 @@
         state.version = msg.version;
         applyDiff(diffFrom(msg.graph));
         if (msg.rates) applyRates(msg.rates);
+        root.dataset.synced = "1";
       } else if (msg.type === "diff") {
         if (msg.version !== state.version + 1 && state.version >= 0) {
           ws.send(JSON.stringify({ type: "resync" }));

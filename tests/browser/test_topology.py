@@ -50,7 +50,8 @@ def cli(net_stack):
 
 def _open(page, net_stack):
     page.goto(net_stack.url("/topology/"))
-    page.wait_for_selector("#topology[data-live='1']", timeout=WAIT)
+    # Live, and the server's snapshot applied over the graph the page came with.
+    page.wait_for_selector("#topology[data-live='1'][data-synced='1']", timeout=WAIT)
     page.evaluate("() => { window.__sameLoad = true; }")
 
 
@@ -208,3 +209,26 @@ def test_an_operator_stops_a_container_from_its_node(net_stack, net_page_as, cli
     )
     assert page.evaluate("() => window.__sameLoad === true")
     assert net_stack.engine().get_container(c).state == "exited"
+
+
+def test_filter_by_network_and_find_a_container(net_stack, net_page_as, cli):
+    n1, n2, a, b = _name("tn"), _name("tn"), _name("tf"), _name("tg")
+    cli("network", "create", "--subnet", "10.99.6.0/24", n1)
+    cli("network", "create", "--subnet", "10.99.7.0/24", n2)
+    cli("run", "-d", "--name", a, "--network", n1, "busybox", "sleep", "300")
+    cli("run", "-d", "--name", b, "--network", n2, "busybox", "sleep", "300")
+    page = net_page_as("viewer")
+    _open(page, net_stack)
+    _joined(page, a, n1)
+    _joined(page, b, n2)
+    # Cytoscape applies style (display) changes on its next frame: wait for them.
+    visible = "([c, yes]) => berthTopology.cy.nodes().some(n => n.data('name') === c && n.visible() === yes)"
+    page.select_option("#net-filter", n1)
+    page.wait_for_function(visible, arg=[b, False], timeout=WAIT)
+    page.wait_for_function(visible, arg=[a, True], timeout=WAIT)
+    page.select_option("#net-filter", label="all networks")
+    page.wait_for_function(visible, arg=[b, True], timeout=WAIT)
+    page.fill("#search", b)
+    assert page.inner_text("#search-count") == "1 found"
+    matched = page.evaluate("() => berthTopology.cy.$('.match').map(n => n.data('name'))")
+    assert matched == [b]

@@ -137,3 +137,39 @@ async def test_rates_are_sampled_while_watched_and_stop_with_the_last_viewer(
     n = k.samples
     await asyncio.sleep(1.0)
     assert k.samples == n  # nobody watches: no more counter reads
+
+
+async def test_network_create_connect_disconnect_remove_reach_the_page(
+    wired, users, redis_layer, quiet_keeper
+):
+    seq = await sync_to_async(events_svc.last_seq)()
+    comm = await _connect(users["viewer"])
+    snap = await _next(comm, "snapshot")
+    x_id = next(n["id"] for n in snap["graph"]["nodes"] if n.get("name") == "x")
+    berth = sync_to_async(wired.berth)
+
+    await berth("network", "create", "--subnet", "10.97.0.0/24", "extra", check=True)
+    seq = await _relay(seq)
+    msg = await _next(comm, "diff")
+    (net,) = msg["diff"]["nodes"]["add"]
+    assert net["kind"] == "network" and net["name"] == "extra" and net["state"] == "up"
+
+    await berth("network", "connect", "extra", "x", check=True)
+    seq = await _relay(seq)
+    msg = await _next(comm, "diff")
+    (veth,) = msg["diff"]["edges"]["add"]
+    assert (veth["kind"], veth["source"], veth["target"]) == ("veth", x_id, net["id"])
+    # x's node now lists the new address: updated in place, not re-added.
+    (upd,) = msg["diff"]["nodes"]["update"]
+    assert upd["id"] == x_id and "extra" in upd["networks"]
+
+    await berth("network", "disconnect", "extra", "x", check=True)
+    seq = await _relay(seq)
+    msg = await _next(comm, "diff")
+    assert msg["diff"]["edges"]["remove"] == [veth["id"]]
+
+    await berth("network", "rm", "extra", check=True)
+    seq = await _relay(seq)
+    msg = await _next(comm, "diff")
+    assert net["id"] in msg["diff"]["nodes"]["remove"]
+    await comm.disconnect()
