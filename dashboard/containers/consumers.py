@@ -14,11 +14,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
 
+from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from dashboard.accounts.audit import record
 from dashboard.accounts.roles import ws_role
 from dashboard.services import containers as svc
 from dashboard.services import logs as logsvc
@@ -153,11 +156,11 @@ class LogsConsumer(AsyncWebsocketConsumer):
             await self.flow.wait()
             lines, n = self.tail.read()
             if n:
-                self.flow.add(n)
+                # Only what is sent counts against the window: partial or filtered-out
+                # records cost the page nothing.
                 if lines:
+                    self.flow.add(n)
                     await self.send(text_data=json.dumps({"lines": lines, "end": self.flow.sent}))
-                else:  # only partial or filtered-out records: nothing to draw, nothing owed
-                    self.flow.ack(self.flow.sent)
                 continue
             now = loop.time()
             if now >= next_check:
@@ -261,12 +264,10 @@ class TerminalConsumer(AsyncWebsocketConsumer):
             return
         self.cname = c.name
         await self.accept()
-        from channels.db import database_sync_to_async
-
-        from dashboard.accounts.audit import record
-
+        client = self.scope.get("client") or ("", 0)
+        request = SimpleNamespace(META={"REMOTE_ADDR": client[0]}, user=user)
         await database_sync_to_async(record)(
-            None, "container.terminal", target=c.name, params={"cmd": "/bin/sh"}, user=user
+            request, "container.terminal", target=c.name, params={"cmd": "/bin/sh"}
         )
         self.loop = asyncio.get_running_loop()
         self.out: asyncio.Queue[bytes | None] = asyncio.Queue()

@@ -177,6 +177,10 @@ async def test_terminal_echo_resize_and_hangup(ws_users, make_ctr, ctr_env):
     await read_terminal(c, "40 100")
     assert termsvc.open_count() == 1
     helper = next(iter(termsvc._OPEN)).pid
+    from dashboard.accounts.models import AuditEntry
+
+    entry = await sync_to_async(AuditEntry.objects.get)(action="container.terminal")
+    assert entry.actor == "operator" and entry.target == ctr.name
     procs = await sync_to_async(exec_processes)(ctr_env, ctr.id)
     assert any(p.strip() in ("/bin/sh", "sh") for p in procs), procs
     await c.disconnect()
