@@ -25,7 +25,8 @@ the broker; a pool process that dies is reported by Celery's main process
 (task_failure with WorkerLostError) and the record fails at once. A whole worker that
 dies stops refreshing the task's heartbeat key; ``reap_stale()`` (called by the tasks
 pages, their websocket and the events relay) fails RUNNING records whose heartbeat
-expired. A redelivered message finds its record final (or alive elsewhere) and does
+expired. The audit entry a view recorded when it started the task (result "started",
+params["task"] = the id) gets the outcome when the task ends. A redelivered message finds its record final (or alive elsewhere) and does
 nothing: a task never runs twice at once, and never after it was reported failed.
 """
 
@@ -199,6 +200,7 @@ def _end(task_id: str, state: str, **fields: Any) -> bool:
             .update(state=state, finished=timezone.now(), **fields)
         )
     if n:
+        _audit_outcome(task_id, "ok" if state == "success" else fields.get("error", state))
         data = {"event": "state", "state": state}
         if "error" in fields:
             data["error"] = fields["error"]
@@ -207,6 +209,19 @@ def _end(task_id: str, state: str, **fields: Any) -> bool:
         _append(task_id, data)
         redis_client().delete(ALIVE.format(task_id))
     return bool(n)
+
+
+def _audit_outcome(task_id: str, outcome: str) -> None:
+    """The audit entries that started this task (params["task"], see the views) get the
+    task's outcome as their result: "started" becomes "ok" or the error."""
+    from dashboard.accounts.models import AuditEntry
+
+    try:
+        AuditEntry.objects.filter(params__task=task_id, result="started").update(
+            result=outcome[:255]
+        )
+    except Exception as e:  # the audit keeps "started"; the task page has the outcome
+        log.warning("task %s: audit outcome not recorded: %s", task_id, e)
 
 
 def finish(task_id: str, result: dict | None = None) -> bool:

@@ -23,6 +23,7 @@ from asgiref.sync import sync_to_async
 from channels.routing import URLRouter
 from channels.testing import WebsocketCommunicator
 
+from dashboard.accounts.models import AuditEntry
 from dashboard.live import tasks_api
 from dashboard.live.models import TaskRecord
 from tests.dashboard.live.conftest import wait_for
@@ -211,6 +212,7 @@ def test_push_to_a_registry(client_as, dash_engine, registry, start_worker, tran
     rec = run_task(client_as("operator"), "/images/push/", {"ref": ref})
     assert rec.state == "success", rec.error
     assert rec.result["Digest"].startswith("sha256:")
+    assert AuditEntry.objects.get(action="image.push").result == "ok"
     assert registry.manifest_exists("live/pushed", "1")
 
 
@@ -220,6 +222,9 @@ def test_push_of_an_unknown_image_fails_with_the_engines_message(
     start_worker()
     rec = run_task(client_as("operator"), "/images/push/", {"ref": f"{registry.host}/no/pe:1"})
     assert rec.state == "failure" and "does not exist locally" in rec.error
+    # The audit entry of the request says how it ended.
+    entry = AuditEntry.objects.get(action="image.push")
+    assert entry.params["task"] == rec.id and "does not exist locally" in entry.result
 
 
 def test_build_from_a_pasted_dockerfile_streams_its_output(
