@@ -1,0 +1,688 @@
+"""An HTTP client for the OCI distribution API, over ``http.client``.
+
+``Transport`` keeps a small pool of keep-alive connections per (scheme, host),
+so parallel blob fetches each get their own connection and a pull reuses
+them from the manifest to the last layer. A request on a pooled connection
+that the server has meanwhile closed is retried once on a new one.
+
+``RegistryClient`` speaks to one registry: it finds the scheme on first
+contact (HTTPS, then HTTP for registries marked insecure), answers 401
+challenges (basic or bearer token, see auth.py) and turns the registry's
+error replies into one-line engine errors that name the repository.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from urllib.parse import quote, urljoin, urlsplit
+
+from engine import __version__
+from engine.errors import EngineError, InvalidArgument, NotFound
+from engine.registry import auth
+from engine.registry.credentials import Credentials
+from engine.registry.errors import RegistryError, Unauthorized, Unreachable
+from engine.registry.hosts import RegistryHosts
+
+USER_AGENT = f"berth/{__version__}"
+DEFAULT_TIMEOUT = 30.0  # seconds, for connecting and for each read (Docker dials for 30 s)
+BLOCKSIZE = 1 << 20  # http.client sends file bodies in blocks of this size
+MAX_IDLE = 8
+MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+_STALE = (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+Body = bytes | Iterable[bytes] | None
+BodyFactory = Callable[[], Body]
+
+
+def default_timeout() -> float:
+    try:
+        return float(os.environ.get("BERTH_REGISTRY_TIMEOUT", "") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
+
+
+def pull_scope(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def push_scope(repo: str) -> str:
+    return f"repository:{repo}:pull,push"
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_oserror(e: BaseException) -> str:
+    """A short cause for a connection failure: "connection refused", "timed out"..."""
+    import ssl
+
+    if isinstance(e, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name ({e.strerror or e})"
+    if isinstance(e, (TimeoutError, socket.timeout)):
+        return "timed out"
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"TLS certificate not trusted ({e.verify_message or e})"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS handshake failed ({e.reason or e})"
+    if isinstance(e, http.client.RemoteDisconnected):
+        return "the server closed the connection"
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror[0].lower() + e.strerror[1:]
+    return _one_line(str(e) or type(e).__name__)
+
+
+# -- connections ------------------------------------------------------------------------------
+
+
+class _Pool:
+    """Idle keep-alive connections to one (scheme, host[:port])."""
+
+    def __init__(self, scheme: str, netloc: str, context, timeout: float):
+        self.scheme, self.netloc, self.context, self.timeout = scheme, netloc, context, timeout
+        self._idle: list[http.client.HTTPConnection] = []
+        self._lock = threading.Lock()
+
+    def acquire(self, fresh: bool = False) -> tuple[http.client.HTTPConnection, bool]:
+        with self._lock:
+            if self._idle and not fresh:
+                return self._idle.pop(), True
+        if self.scheme == "https":
+            conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                self.netloc, timeout=self.timeout, context=self.context, blocksize=BLOCKSIZE
+            )
+        else:
+            conn = http.client.HTTPConnection(
+                self.netloc, timeout=self.timeout, blocksize=BLOCKSIZE
+            )
+        return conn, False
+
+    def release(self, conn: http.client.HTTPConnection) -> None:
+        with self._lock:
+            if conn.sock is not None and len(self._idle) < MAX_IDLE:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for c in idle:
+            c.close()
+
+
+class Response:
+    """A response whose connection goes back to the pool once its body is read."""
+
+    def __init__(self, raw: http.client.HTTPResponse, conn, pool: _Pool, url: str, method: str):
+        self.raw, self._conn, self._pool = raw, conn, pool
+        self.url, self.method = url, method
+        self.status, self.reason, self.headers = raw.status, raw.reason, raw.headers
+
+    def header(self, name: str, default: str | None = None) -> str | None:
+        return self.headers.get(name, default)
+
+    @property
+    def length(self) -> int | None:
+        value = self.headers.get("Content-Length")
+        try:
+            return int(value) if value is not None else None
+        except ValueError:
+            return None
+
+    def read(self, amt: int | None = None) -> bytes:
+        data = self.raw.read(amt)
+        if amt is None:
+            self.release()
+        return data
+
+    def readinto(self, buf) -> int:
+        return self.raw.readinto(buf)
+
+    def release(self) -> None:
+        """Give the connection back (if the body was read to its end) or close it."""
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        raw = self.raw
+        if not raw.isclosed() and raw.length is not None and raw.length <= 65536:
+            try:
+                raw.read()  # a small rest (or an empty HEAD body): read it, keep the connection
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                return
+        if raw.isclosed() and not raw.will_close:
+            self._pool.release(conn)
+        else:
+            conn.close()
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def text(self, limit: int = 65536) -> str:
+        try:
+            data = self.raw.read(limit)
+        except (OSError, http.client.HTTPException):
+            data = b""
+        self.release()
+        return data.decode("utf-8", "replace")
+
+    def __enter__(self) -> Response:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.release()
+        else:
+            self.close()
+
+
+class Transport:
+    """Pools of connections by (scheme, host, TLS verification)."""
+
+    def __init__(self, hosts: RegistryHosts, timeout: float | None = None):
+        self.hosts = hosts
+        self.timeout = default_timeout() if timeout is None else timeout
+        self._pools: dict[tuple[str, str, bool], _Pool] = {}
+        self._lock = threading.Lock()
+
+    def _pool(self, scheme: str, netloc: str, verify: bool) -> _Pool:
+        key = (scheme, netloc, verify)
+        with self._lock:
+            pool = self._pools.get(key)
+            if pool is None:
+                ctx = self.hosts.ssl_context(netloc, verify=verify) if scheme == "https" else None
+                pool = self._pools[key] = _Pool(scheme, netloc, ctx, self.timeout)
+            return pool
+
+    def send(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: Body = None,
+        *,
+        verify: bool = True,
+    ) -> Response:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidArgument(f"unsupported URL {url!r}", obj=url)
+        pool = self._pool(parts.scheme, parts.netloc, verify)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
+        replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
+        for attempt in (0, 1):
+            # A body that cannot be sent twice never goes on a connection the
+            # server may have closed while it sat in the pool.
+            conn, reused = pool.acquire(fresh=not replayable)
+            try:
+                conn.request(method, target, body=body, headers=hdrs)
+                raw = conn.getresponse()
+            except _STALE:
+                conn.close()
+                if reused and replayable and attempt == 0:
+                    continue  # the server closed an idle connection: once more, on a new one
+                raise
+            except BaseException:
+                conn.close()
+                raise
+            return Response(raw, conn, pool, url, method)
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        with self._lock:
+            pools, self._pools = list(self._pools.values()), {}
+        for p in pools:
+            p.close()
+
+
+# -- the registry client ----------------------------------------------------------------------
+
+
+def error_detail(text: str) -> tuple[str, str]:
+    """(code, message) from a registry's ``{"errors": [...]}`` body, or ("", text)."""
+    try:
+        data = json.loads(text)
+        errs = data.get("errors") if isinstance(data, dict) else None
+        if errs and isinstance(errs, list) and isinstance(errs[0], dict):
+            return str(errs[0].get("code", "")), _one_line(errs[0].get("message", ""))
+        if isinstance(data, dict) and data.get("details"):
+            return "", _one_line(data["details"])
+    except ValueError:
+        pass
+    return "", _one_line(text, 200)
+
+
+class RegistryClient:
+    """One registry (a reference's domain), used by one pull or push.
+
+    Thread-safe: parallel blob transfers share the scheme, challenge and tokens.
+    """
+
+    def __init__(
+        self,
+        domain: str,
+        *,
+        hosts: RegistryHosts,
+        credentials: Credentials | None = None,
+        transport: Transport | None = None,
+    ):
+        self.domain = domain
+        self.hosts = hosts
+        self.netloc = hosts.endpoint(domain)
+        self.credentials = credentials
+        self.insecure = hosts.is_insecure(domain)
+        self.transport = transport or Transport(hosts)
+        self._own_transport = transport is None
+        self._schemes = hosts.schemes(domain)
+        self.scheme: str | None = None
+        self._scheme_lock = threading.Lock()
+        self._auth_lock = threading.Lock()
+        self._challenge: auth.Challenge | None = None
+        self._tokens: dict[frozenset, auth.Token] = {}
+
+    def close(self) -> None:
+        if self._own_transport:
+            self.transport.close()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # Sending --------------------------------------------------------------------------
+    def _is_ours(self, url: str) -> bool:
+        return urlsplit(url).netloc == self.netloc
+
+    def _send(self, method: str, target: str, headers: dict, body: Body) -> Response:
+        """``target`` is a path on this registry or an absolute URL (a Location)."""
+        if "://" in target:
+            try:
+                return self.transport.send(
+                    method,
+                    target,
+                    headers,
+                    body,
+                    verify=not (self.insecure and self._is_ours(target)),
+                )
+            except OSError as e:
+                host = urlsplit(target).netloc
+                what = f"registry {self.domain}" if host == self.netloc else host
+                raise Unreachable(
+                    f"cannot reach {what}: {describe_oserror(e)}", obj=self.domain
+                ) from None
+        if self.scheme is not None:
+            return self._send(method, f"{self.scheme}://{self.netloc}{target}", headers, body)
+        with self._scheme_lock:
+            if self.scheme is not None:
+                return self._send(method, f"{self.scheme}://{self.netloc}{target}", headers, body)
+            failures = []
+            for scheme in self._schemes:
+                url = f"{scheme}://{self.netloc}{target}"
+                try:
+                    resp = self.transport.send(method, url, headers, body, verify=not self.insecure)
+                except OSError as e:
+                    failures.append((scheme, e))
+                    continue
+                self.scheme = scheme
+                return resp
+        causes = "; ".join(f"{s}: {describe_oserror(e)}" for s, e in failures)
+        if len(failures) == 1:
+            causes = describe_oserror(failures[0][1])
+        hint = ""
+        if not self.insecure and any(_is_tls_mismatch(e) for _, e in failures):
+            hint = (
+                " (if it serves plain HTTP, list it in BERTH_INSECURE_REGISTRIES"
+                " or in insecure-registries of <root>/registries.json)"
+            )
+        raise Unreachable(f"cannot reach registry {self.domain}: {causes}{hint}", obj=self.domain)
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        *,
+        scopes: Iterable[str] = (),
+        headers: dict | None = None,
+        body: Body | BodyFactory = None,
+        ok: Iterable[int] = (200,),
+        what: str = "",
+    ) -> Response:
+        """Send with authentication (answering one 401), follow redirects of
+        GET/HEAD, and raise an engine error unless the status is in ``ok``."""
+        scopes = tuple(scopes)
+        ok = tuple(ok)
+        for attempt in (0, 1):
+            hdrs = dict(headers or {})
+            used = self._authorization(scopes)
+            if used:
+                hdrs["Authorization"] = used
+            resp = self._send(method, target, hdrs, body() if callable(body) else body)
+            if resp.status != 401:
+                break
+            challenges = auth.parse_challenges(resp.headers.get_all("WWW-Authenticate") or [])
+            detail = error_detail(resp.text())
+            if attempt == 0 and self._authenticate(challenges, scopes, used):
+                continue
+            raise self._refused(challenges, detail, used, scopes, what)
+        redirects = 0
+        while resp.status in _REDIRECTS and method in ("GET", "HEAD") and resp.header("Location"):
+            redirects += 1
+            if redirects > MAX_REDIRECTS:
+                resp.close()
+                raise RegistryError(f"{what or target}: too many redirects from {self.domain}")
+            location = urljoin(resp.url, resp.header("Location") or "")
+            resp.release()
+            hdrs = dict(headers or {})
+            if self._is_ours(location):  # credentials never go to another host (a CDN)
+                used = self._authorization(scopes)
+                if used:
+                    hdrs["Authorization"] = used
+            resp = self._send(method, location, hdrs, None)
+        if resp.status not in ok:
+            raise self._error(resp, what or target)
+        return resp
+
+    # Authentication ---------------------------------------------------------------------
+    def _authorization(self, scopes: tuple[str, ...]) -> str | None:
+        c = self._challenge
+        if c is None:
+            return None  # anonymous until the registry asks
+        if c.scheme == "basic":
+            return auth.basic_header(self.credentials) if self.credentials else None
+        key = frozenset(scopes)
+        token = self._tokens.get(key)
+        if token is None or not token.valid():
+            with self._auth_lock:
+                token = self._tokens.get(key)
+                if token is None or not token.valid():
+                    token = self._tokens[key] = self._fetch_token(c, scopes)
+        return "Bearer " + token.value
+
+    def _authenticate(
+        self, challenges: list[auth.Challenge], scopes: tuple[str, ...], used: str | None
+    ) -> bool:
+        """Learn from a 401; True if a retry may succeed."""
+        c = auth.pick(challenges)
+        if c is None:
+            return False
+        with self._auth_lock:
+            if c.scheme == "basic":
+                self._challenge = c
+                return bool(self.credentials) and not (used or "").startswith("Basic ")
+            self._challenge = c
+            key = frozenset(scopes)
+            cached = self._tokens.get(key)
+            if cached is not None and used != "Bearer " + cached.value and cached.valid():
+                return True  # another thread has just fetched a new one
+            wanted = set(scopes)
+            if c.params.get("scope"):
+                wanted |= set(c.params["scope"].split(" "))
+            self._tokens[key] = self._fetch_token(c, tuple(wanted))
+            return True
+
+    def _fetch_token(self, c: auth.Challenge, scopes: Iterable[str]) -> auth.Token:
+        realm = c.realm
+        if not realm.startswith(("http://", "https://")):
+            raise RegistryError(
+                f"registry {self.domain} sent a bearer challenge without a usable realm ({realm!r})",
+                obj=self.domain,
+            )
+        headers = {}
+        if self.credentials:
+            headers["Authorization"] = auth.basic_header(self.credentials)
+        url = auth.token_url(c, scopes)
+        try:
+            resp = self.transport.send(
+                "GET", url, headers, verify=not (self.insecure and self._is_ours(url))
+            )
+        except OSError as e:
+            raise Unreachable(
+                f"cannot reach the token server {realm}: {describe_oserror(e)}", obj=realm
+            ) from None
+        body = resp.text(1 << 20).encode()
+        if resp.status in (401, 403):
+            if self.credentials:
+                raise Unauthorized(
+                    f"unauthorized: incorrect username or password for {self.domain} "
+                    f"(token server {realm} refused user {self.credentials.username!r})",
+                    obj=self.domain,
+                )
+            raise Unauthorized(
+                f"unauthorized: {self.domain} needs a login: run 'berth login {self.domain}'",
+                obj=self.domain,
+            )
+        if resp.status != 200:
+            code, message = error_detail(body.decode("utf-8", "replace"))
+            raise RegistryError(
+                f"token server {realm} answered HTTP {resp.status} {resp.reason}: {message or code}",
+                obj=realm,
+            )
+        return auth.parse_token_response(body, realm)
+
+    def _refused(
+        self,
+        challenges: list[auth.Challenge],
+        detail: tuple[str, str],
+        used: str | None,
+        scopes: tuple[str, ...],
+        what: str,
+    ) -> EngineError:
+        c = auth.pick(challenges)
+        code, message = detail
+        login_hint = f": run 'berth login {self.domain}'"
+        if used and used.startswith("Bearer "):
+            token = used[len("Bearer ") :]
+            realm = self._challenge.realm if self._challenge else ""
+            exp = auth.expired_at(token)
+            if exp:
+                return Unauthorized(
+                    f"unauthorized: {self.domain} refused the token from {realm}: it expired at {exp} "
+                    "(check the token server's token lifetime and the clocks)",
+                    obj=self.domain,
+                )
+            if (c and c.params.get("error") == "insufficient_scope") or code == "DENIED":
+                op = "push" if any(s.endswith(",push") for s in scopes) else "pull"
+                if not self.credentials:
+                    return Unauthorized(
+                        f"{op} access denied for {what}: the repository does not exist or needs a login{login_hint}",
+                        obj=what,
+                    )
+                return Unauthorized(
+                    f"denied: {op} access to {what} is denied for user {self.credentials.username!r}",
+                    obj=what,
+                )
+            return Unauthorized(
+                f"unauthorized: {self.domain} refused the token from {realm}: {message or code or 'invalid token'}",
+                obj=self.domain,
+            )
+        if used and used.startswith("Basic "):
+            return Unauthorized(
+                f"unauthorized: incorrect username or password for {self.domain}", obj=self.domain
+            )
+        if self.credentials and c is None:
+            return Unauthorized(f"unauthorized: {self.domain}: {message or code}", obj=self.domain)
+        return Unauthorized(
+            f"unauthorized: authentication required by {self.domain}{login_hint}", obj=self.domain
+        )
+
+    def _error(self, resp: Response, what: str) -> EngineError:
+        code, message = error_detail(resp.text())
+        status = resp.status
+        if status == 404:
+            if code == "MANIFEST_UNKNOWN":
+                return NotFound(f"manifest for {what} not found: manifest unknown", obj=what)
+            if code == "NAME_UNKNOWN":
+                return NotFound(f"repository for {what} not found: name unknown", obj=what)
+            if code == "BLOB_UNKNOWN":
+                return NotFound(f"{what} not found: blob unknown to registry", obj=what)
+            return NotFound(f"{what} not found on registry {self.domain}", obj=what)
+        if status == 403 or code == "DENIED":
+            return Unauthorized(
+                f"denied: {message or 'requested access to the resource is denied'} ({what})",
+                obj=what,
+            )
+        if status == 429 or code == "TOOMANYREQUESTS":
+            return RegistryError(
+                f"toomanyrequests: {message or 'rate limit reached'} ({what})", obj=what
+            )
+        detail = f"{code.lower()}: {message}" if code else message
+        return RegistryError(
+            f"{what}: registry {self.domain} answered HTTP {status} {resp.reason}"
+            + (f": {detail}" if detail else ""),
+            obj=what,
+        )
+
+    # The distribution API -------------------------------------------------------------
+    def ping(self) -> None:
+        """``GET /v2/`` (authenticated if the registry asks): what ``login`` checks."""
+        self.request("GET", "/v2/", what=f"registry {self.domain}").release()
+
+    def get_manifest(
+        self, repo: str, reference: str, accept: Iterable[str], what: str
+    ) -> tuple[bytes, str, str]:
+        """(body, Content-Type, Docker-Content-Digest or "")."""
+        resp = self.request(
+            "GET",
+            f"/v2/{repo}/manifests/{reference}",
+            scopes=(pull_scope(repo),),
+            headers={"Accept": ", ".join(accept)},
+            what=what,
+        )
+        body = resp.read()
+        ctype = (resp.header("Content-Type") or "").split(";")[0].strip()
+        return body, ctype, resp.header("Docker-Content-Digest") or ""
+
+    def put_manifest(
+        self, repo: str, reference: str, data: bytes, media_type: str, what: str
+    ) -> str:
+        resp = self.request(
+            "PUT",
+            f"/v2/{repo}/manifests/{reference}",
+            scopes=(push_scope(repo),),
+            headers={"Content-Type": media_type, "Content-Length": str(len(data))},
+            body=data,
+            ok=(200, 201, 202),
+            what=what,
+        )
+        digest = resp.header("Docker-Content-Digest") or ""
+        resp.release()
+        return digest
+
+    def blob_exists(
+        self, repo: str, digest: str, scopes: Iterable[str] | None = None
+    ) -> int | None:
+        """The blob's size if the repository has it, None if not."""
+        resp = self.request(
+            "HEAD",
+            f"/v2/{repo}/blobs/{digest}",
+            scopes=tuple(scopes) if scopes is not None else (pull_scope(repo),),
+            ok=(200, 404),
+            what=f"blob {digest}",
+        )
+        resp.release()
+        if resp.status != 200:
+            return None
+        return resp.length if resp.length is not None else -1
+
+    def get_blob(self, repo: str, digest: str, offset: int = 0) -> Response:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        return self.request(
+            "GET",
+            f"/v2/{repo}/blobs/{digest}",
+            scopes=(pull_scope(repo),),
+            headers=headers,
+            ok=(200, 206),
+            what=f"blob {digest} of {self.domain}/{repo}",
+        )
+
+    def start_upload(
+        self, repo: str, *, mount: str | None = None, from_repo: str | None = None
+    ) -> str | None:
+        """POST an upload; with ``mount``/``from_repo`` ask for a cross-repository
+        mount first. None when the blob was mounted, else the upload's Location."""
+        scopes = [push_scope(repo)]
+        target = f"/v2/{repo}/blobs/uploads/"
+        if mount and from_repo:
+            scopes.append(pull_scope(from_repo))
+            target += f"?mount={quote(mount)}&from={quote(from_repo)}"
+        resp = self.request(
+            "POST",
+            target,
+            scopes=scopes,
+            headers={"Content-Length": "0"},
+            ok=(201, 202),
+            what=f"{self.domain}/{repo}",
+        )
+        resp.release()
+        if resp.status == 201 and mount:
+            return None
+        location = resp.header("Location")
+        if not location:
+            raise RegistryError(f"registry {self.domain} started an upload without a Location")
+        return urljoin(resp.url, location)
+
+    def patch_upload(self, repo: str, location: str, body: Body, length: int | None = None) -> str:
+        headers = {"Content-Type": "application/octet-stream"}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        resp = self.request(
+            "PATCH",
+            location,
+            scopes=(push_scope(repo),),
+            headers=headers,
+            body=body,
+            ok=(202, 204),
+            what=f"upload to {self.domain}/{repo}",
+        )
+        resp.release()
+        return urljoin(resp.url, resp.header("Location") or location)
+
+    def finish_upload(
+        self, repo: str, location: str, digest: str, body: Body = None, length: int = 0
+    ) -> None:
+        sep = "&" if "?" in location else "?"
+        resp = self.request(
+            "PUT",
+            f"{location}{sep}digest={quote(digest)}",
+            scopes=(push_scope(repo),),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(length)},
+            body=body,
+            ok=(201, 204),
+            what=f"blob {digest} for {self.domain}/{repo}",
+        )
+        resp.release()
+
+    def list_tags(self, repo: str, what: str) -> list[str]:
+        tags: list[str] = []
+        target: str | None = f"/v2/{repo}/tags/list"
+        while target:
+            resp = self.request("GET", target, scopes=(pull_scope(repo),), what=what)
+            link = resp.header("Link") or ""
+            try:
+                data = json.loads(resp.read())
+                tags += [t for t in data.get("tags") or [] if isinstance(t, str)]
+            except (ValueError, AttributeError):
+                raise RegistryError(f"{what}: registry {self.domain} sent a bad tag list") from None
+            target = None
+            if 'rel="next"' in link and "<" in link:
+                target = urljoin(resp.url, link[link.index("<") + 1 : link.index(">")])
+        return tags
+
+
+def _is_tls_mismatch(e: BaseException) -> bool:
+    import ssl
+
+    return isinstance(e, ssl.SSLError) and "WRONG_VERSION_NUMBER" in str(e)
