@@ -50,7 +50,7 @@ def _log():
 
 
 def last_seq() -> int:
-    return _log().last_seq(_engine().db)
+    return _engine().last_event_seq()
 
 
 def after(seq: int, limit: int = 1000) -> list[dict]:
