@@ -63,6 +63,24 @@ def role_required(role: str) -> Callable:
     return deco
 
 
+def an_active_admin_exists() -> bool:
+    """Whether any active user is an admin (superuser, direct or team grant). The users
+    and teams pages refuse a change after which this is False: nobody could undo it."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    return (
+        get_user_model()
+        .objects.filter(is_active=True)
+        .filter(
+            Q(is_superuser=True)
+            | Q(berth_grants__role="admin")
+            | Q(berth_teams__grants__role="admin")
+        )
+        .exists()
+    )
+
+
 async def ws_role(scope: dict, role: str) -> bool:
     """For consumers' connect(): the scope's user is logged in and has ``role``."""
     from channels.db import database_sync_to_async

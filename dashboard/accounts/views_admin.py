@@ -4,6 +4,7 @@ role grants to users and teams, team membership. Every change is audited."""
 from __future__ import annotations
 
 import secrets
+from contextlib import contextmanager
 
 from django.contrib import messages
 from django.contrib.auth import get_user_model
@@ -15,7 +16,7 @@ from dashboard.accounts import throttle
 from dashboard.accounts.audit import record
 from dashboard.accounts.forms import MemberForm, RoleForm, TeamForm, UserCreateForm
 from dashboard.accounts.models import Grant, Team
-from dashboard.accounts.roles import role_of, role_required
+from dashboard.accounts.roles import an_active_admin_exists, role_of, role_required
 from dashboard.resources.htmx import invalid_status, is_htmx, page
 
 
@@ -47,6 +48,35 @@ def _done(request, to: str, *args):
     if is_htmx(request):
         return None
     return redirect(to, *args)
+
+
+NO_ADMIN_LEFT = "no active admin would remain"
+
+
+class _NoAdminLeft(Exception):
+    pass
+
+
+@contextmanager
+def _keeping_an_admin():
+    """The change made inside is rolled back (and _NoAdminLeft raised) when no active
+    admin remains after it: demoting, deactivating or removing the last admin, directly
+    or through a team, would leave nobody able to manage users or undo it."""
+    with transaction.atomic():
+        yield
+        if not an_active_admin_exists():
+            raise _NoAdminLeft
+
+
+def _refuse(request, action: str, target: str, why: str, params: dict | None = None):
+    """A refused change: said on the page and on the record; the page again."""
+    messages.error(request, f"{action} {target}: refused, {why}.")
+    record(request, action, target, params, result=f"refused: {why}")
+    if action.startswith("team."):
+        return _done(request, "accounts_teams") or _teams_page(
+            request, status=invalid_status(request)
+        )
+    return _done(request, "accounts_users") or _users_page(request, status=invalid_status(request))
 
 
 @role_required("admin")
@@ -88,19 +118,24 @@ def user_password(request, uid: int):
 def user_active(request, uid: int):
     u = get_object_or_404(get_user_model(), pk=uid)
     active = request.POST.get("active") == "1"
+    action = "user.activate" if active else "user.deactivate"
     if u.pk == request.user.pk and not active:
         messages.error(request, "You cannot deactivate your own account.")
-        record(request, "user.deactivate", u.username, result="refused: own account")
+        record(request, action, u.username, result="refused: own account")
         return _done(request, "accounts_users") or _users_page(
             request, status=invalid_status(request)
         )
-    u.is_active = active
-    u.save(update_fields=["is_active"])
+    try:
+        with _keeping_an_admin():
+            u.is_active = active
+            u.save(update_fields=["is_active"])
+    except _NoAdminLeft:
+        return _refuse(request, action, u.username, NO_ADMIN_LEFT)
     if not active:
         # The user's sessions end at once: Django refuses inactive users on each request,
         # and their rows go too so nothing lingers.
         _end_sessions(u)
-    record(request, "user.activate" if active else "user.deactivate", u.username)
+    record(request, action, u.username)
     messages.success(request, f"{u.username} {'activated' if active else 'deactivated'}.")
     return _done(request, "accounts_users") or _users_page(request)
 
@@ -123,9 +158,12 @@ def user_grant(request, uid: int):
         messages.error(request, f"Grant to {u.username}: choose viewer, operator or admin.")
         return _done(request, "accounts_users") or _users_page(request)
     role = form.cleaned_data["role"]
-    with transaction.atomic():
-        Grant.objects.filter(user=u).delete()  # one direct grant per user
-        Grant.objects.create(user=u, role=role)
+    try:
+        with _keeping_an_admin():
+            Grant.objects.filter(user=u).delete()  # one direct grant per user
+            Grant.objects.create(user=u, role=role)
+    except _NoAdminLeft:
+        return _refuse(request, "user.grant", u.username, NO_ADMIN_LEFT, {"role": role})
     record(request, "user.grant", u.username, {"role": role})
     messages.success(request, f"{u.username} now has the {role} role directly.")
     return _done(request, "accounts_users") or _users_page(request)
@@ -141,7 +179,11 @@ def user_revoke(request, uid: int):
         return _done(request, "accounts_users") or _users_page(
             request, status=invalid_status(request)
         )
-    n, _ = Grant.objects.filter(user=u).delete()
+    try:
+        with _keeping_an_admin():
+            n, _ = Grant.objects.filter(user=u).delete()
+    except _NoAdminLeft:
+        return _refuse(request, "user.revoke", u.username, NO_ADMIN_LEFT)
     record(request, "user.revoke", u.username, result="ok" if n else "no direct grant")
     messages.success(request, f"{u.username}'s direct role was revoked.")
     return _done(request, "accounts_users") or _users_page(request)
@@ -188,7 +230,11 @@ def team_create(request):
 def team_delete(request, tid: int):
     t = get_object_or_404(Team, pk=tid)
     name = t.name
-    t.delete()
+    try:
+        with _keeping_an_admin():
+            t.delete()
+    except _NoAdminLeft:
+        return _refuse(request, "team.delete", name, NO_ADMIN_LEFT)
     record(request, "team.delete", name)
     messages.success(request, f"Team {name} deleted.")
     return _done(request, "accounts_teams") or _teams_page(request)
@@ -203,9 +249,12 @@ def team_grant(request, tid: int):
         messages.error(request, f"Grant to team {t.name}: choose viewer, operator or admin.")
         return _done(request, "accounts_teams") or _teams_page(request)
     role = form.cleaned_data["role"]
-    with transaction.atomic():
-        Grant.objects.filter(team=t).delete()
-        Grant.objects.create(team=t, role=role)
+    try:
+        with _keeping_an_admin():
+            Grant.objects.filter(team=t).delete()
+            Grant.objects.create(team=t, role=role)
+    except _NoAdminLeft:
+        return _refuse(request, "team.grant", t.name, NO_ADMIN_LEFT, {"role": role})
     record(request, "team.grant", t.name, {"role": role})
     messages.success(request, f"Team {t.name} now grants {role}.")
     return _done(request, "accounts_teams") or _teams_page(request)
@@ -215,7 +264,11 @@ def team_grant(request, tid: int):
 @require_POST
 def team_revoke(request, tid: int):
     t = get_object_or_404(Team, pk=tid)
-    Grant.objects.filter(team=t).delete()
+    try:
+        with _keeping_an_admin():
+            Grant.objects.filter(team=t).delete()
+    except _NoAdminLeft:
+        return _refuse(request, "team.revoke", t.name, NO_ADMIN_LEFT)
     record(request, "team.revoke", t.name)
     messages.success(request, f"Team {t.name} grants no role now.")
     return _done(request, "accounts_teams") or _teams_page(request)
@@ -231,11 +284,15 @@ def team_member(request, tid: int):
         errors = {t.pk: form.errors["username"][0]}
         return _teams_page(request, member_errors=errors, status=invalid_status(request))
     u = form.cleaned_data["username"]
-    if add:
-        t.members.add(u)
-    else:
-        t.members.remove(u)
-    record(request, "team.add_member" if add else "team.remove_member", t.name,
-           {"user": u.username})  # fmt: skip
+    action = "team.add_member" if add else "team.remove_member"
+    try:
+        with _keeping_an_admin():
+            if add:
+                t.members.add(u)
+            else:
+                t.members.remove(u)
+    except _NoAdminLeft:
+        return _refuse(request, action, t.name, NO_ADMIN_LEFT, {"user": u.username})
+    record(request, action, t.name, {"user": u.username})
     messages.success(request, f"{u.username} {'added to' if add else 'removed from'} {t.name}.")
     return _done(request, "accounts_teams") or _teams_page(request)
