@@ -18,6 +18,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -118,22 +119,41 @@ def read_dockerfile(ctx: BuildContext, rel: str) -> str:
 
 
 def ignore_text(ctx_rfd: int, dockerfile_rel: str | None, dockerfile_host: Path | None) -> str:
-    """``<Dockerfile>.dockerignore`` beside the Dockerfile wins over ``.dockerignore``."""
-    if dockerfile_host is not None:
-        beside = Path(str(dockerfile_host) + ".dockerignore")
-        if beside.is_file():
-            return beside.read_text(errors="replace")
+    """``<Dockerfile>.dockerignore`` beside the Dockerfile wins over ``.dockerignore``.
+
+    Inside the context it is read like every context file (resolved in the
+    context, regular files only); only for a Dockerfile the user named outside
+    the context is the file beside it read from the host."""
     if dockerfile_rel:
+        data = _read_in_context(ctx_rfd, dockerfile_rel + ".dockerignore")
+        if data is not None:
+            return _read_ignore(data)
+    elif dockerfile_host is not None:
+        beside = Path(str(dockerfile_host) + ".dockerignore")
         try:
-            return read_file_in_root(ctx_rfd, dockerfile_rel + ".dockerignore").decode(
-                "utf-8", "replace"
-            )
-        except (NotFound, InvalidArgument):
-            pass
+            fd = os.open(beside, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            fd = -1
+        if fd >= 0:
+            with os.fdopen(fd, "rb") as f:
+                if stat.S_ISREG(os.fstat(fd).st_mode):
+                    return _read_ignore(f.read(_MAX_DOCKERFILE + 1))
+    data = _read_in_context(ctx_rfd, ".dockerignore")
+    return _read_ignore(data) if data is not None else ""
+
+
+def _read_in_context(ctx_rfd: int, rel: str) -> bytes | None:
+    """A regular file of the context, or None (absent, or not a regular file)."""
     try:
-        return read_file_in_root(ctx_rfd, ".dockerignore").decode("utf-8", "replace")
+        return read_file_in_root(ctx_rfd, rel)
     except (NotFound, InvalidArgument):
-        return ""
+        return None
+
+
+def _read_ignore(data: bytes) -> str:
+    if len(data) > _MAX_DOCKERFILE:
+        raise InvalidArgument("the .dockerignore file is larger than 16 MiB")
+    return data.decode("utf-8", "replace")
 
 
 def rel_in_context(root: Path, path: Path) -> str | None:

@@ -262,3 +262,20 @@ def test_interrupted_build_removes_its_container(busybox_env, tmp_path, sig):
     assert _cgroups(busybox_env.prefix) == []
     assert list((busybox_env.root / "build" / "tmp").iterdir()) == []
     assert not eng.images.exists("interrupted")
+
+
+def test_dockerignore_beside_the_dockerfile_is_read_inside_the_context(busybox_env, tmp_path):
+    # <Dockerfile>.dockerignore in the context is a context file like any other: a symlink
+    # pointing out is resolved inside the context, never followed to the host file.
+    outside = write_tree(tmp_path / "outside", {"ignore": "*.txt\n"})
+    ctx = write_tree(
+        tmp_path / "ctx", {"Dockerfile": "FROM busybox\nCOPY a.txt /a\n", "a.txt": "a\n"}
+    )
+    os.symlink(str(outside / "ignore"), ctx / "Dockerfile.dockerignore")
+    p = busybox_env.berth("build", "-q", str(ctx))
+    assert p.returncode == 0, p.stderr  # the host's "*.txt" was not applied
+    # A FIFO there must not hang the build either.
+    os.unlink(ctx / "Dockerfile.dockerignore")
+    os.mkfifo(ctx / "Dockerfile.dockerignore")
+    p = busybox_env.berth("build", "-q", str(ctx), timeout=60)
+    assert p.returncode == 0, p.stderr
