@@ -231,3 +231,14 @@ async def test_relay_forwards_a_cli_action_to_an_open_events_page(
     )
     assert entry.action == "image.tag"
     assert await sync_to_async(proc.stop)() == 0
+
+
+def test_snapshot_reaches_back_past_many_unmatched_events(engine_root, db):
+    from dashboard.services import events
+
+    emit(3, "image", "pull")
+    emit(1200, "container", "exec_start")
+    rows, top = events.recent(200, types=("image",))
+    assert [e["seq"] for e in rows] == [1, 2, 3] and top == 1203
+    rows, _top = events.recent(5, actions=("exec_start",))
+    assert [e["seq"] for e in rows] == [1199, 1200, 1201, 1202, 1203]
