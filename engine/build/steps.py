@@ -289,8 +289,10 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
     )
     network = ins.flag("network") or b.opts.network
     text = f"RUN {prefix}{shown}"
+    # Keyed on the exact argv and build args, not only on the text shown: an exec-form
+    # ["sh", "-c", "a", "b"] and a shell-form "a b" print alike but run differently.
     # The network a step ran on does not change what it made (Docker keys so too).
-    key, hit = b.cached_step(st, text)
+    key, hit = b.cached_step(st, text, {"argv": argv, "args": run_args})
     if hit:
         return
     if not st.image_id or not st.layers:

@@ -117,3 +117,15 @@ def test_cache_survives_and_heals_when_images_go(busybox_env, tmp_path):
     assert "Removed" in p.stdout and not list(cache.iterdir())
     _, hits, _, _ = _build(busybox_env, ctx)
     assert hits == []
+
+
+def test_run_shell_and_exec_forms_never_share_a_cache_entry(busybox_env, tmp_path):
+    # Both print as "/bin/sh -c touch /made", but the exec form runs `touch` with no
+    # operand (/made is $0) and fails: a cache hit would hand back the shell form's layer.
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN touch /made\n"})
+    p = busybox_env.berth("build", "-q", str(ctx))
+    assert p.returncode == 0, p.stderr
+    (ctx / "Dockerfile").write_text('FROM busybox\nRUN ["/bin/sh", "-c", "touch", "/made"]\n')
+    p = busybox_env.berth("build", str(ctx))
+    assert " ---> Using cache" not in p.stdout
+    assert p.returncode == 1 and "returned a non-zero code: 1" in p.stderr
