@@ -11,6 +11,7 @@ Counts live in the database (LoginFailures) so every web process sees them.
 from __future__ import annotations
 
 import math
+import unicodedata
 from datetime import timedelta
 
 from django.db import models, transaction
@@ -23,10 +24,17 @@ WINDOW = timedelta(minutes=15)
 LOCK = timedelta(minutes=15)
 
 
+def user_key(username: str) -> str:
+    """The account a log-in names, as Django's log-in form finds it (NFKC, stripped),
+    case-folded: every spelling that reaches one account shares one count and lock
+    ("ｖｉｅｗｅｒ" in full-width letters logs in as "viewer")."""
+    return unicodedata.normalize("NFKC", username).strip().casefold()[:255]
+
+
 def _keys(username: str, address: str) -> list[tuple[str, str, int]]:
     keys = []
-    if username:
-        keys.append(("user", username.strip().lower()[:255], MAX_USER))
+    if user_key(username):
+        keys.append(("user", user_key(username), MAX_USER))
     if address:
         keys.append(("addr", address[:255], MAX_ADDR))
     return keys
@@ -79,7 +87,7 @@ def succeeded(username: str) -> None:
     must not reset the count of someone guessing others from the same address)."""
     from dashboard.accounts.models import LoginFailures
 
-    LoginFailures.objects.filter(kind="user", key=username.strip().lower()).delete()
+    LoginFailures.objects.filter(kind="user", key=user_key(username)).delete()
 
 
 def unlock(username: str) -> None:

@@ -61,7 +61,7 @@ def login_view(request):
             # A log-in lasts a working day at most, whatever SESSION_COOKIE_AGE says
             # (two weeks by default: too long for the keys to a shared host).
             request.session.set_expiry(SESSION_MAX_AGE)
-            throttle.succeeded(username)
+            throttle.succeeded(user.username)
             record(request, "auth.login", user.username, user=user)
             return redirect(_next_url(request))
         else:

@@ -168,3 +168,19 @@ def test_old_failure_rows_are_purged(users):
     LoginFailures.objects.update(first_at=timezone.now() - timedelta(days=2))
     login(Client(), "ghost2", "wrong", addr="10.1.1.2")
     assert set(LoginFailures.objects.values_list("key", flat=True)) == {"ghost2", "10.1.1.2"}
+
+
+@pytest.mark.parametrize("variant", ["ｖｉｅｗｅｒ", " viewer", "VIEWER"])
+def test_lock_holds_for_every_spelling_django_logs_in_with(users, variant):
+    """Django's log-in form NFKC-normalizes and strips the username ("ｖｉｅｗｅｒ" in
+    full-width letters logs in as viewer): the lock must count and hold for the account
+    that is logged in to, or a guesser gets a fresh count with every spelling."""
+    c = Client()
+    for i in range(MAX_USER):
+        login(c, variant, f"wrong{i}", addr=f"10.0.1.{i}")  # spread over addresses
+    r = login(c, "viewer", PASSWORD, addr="10.0.2.1")
+    assert r.status_code == 429, "the variant's failures count for the viewer account"
+    for i in range(MAX_USER):
+        login(c, "viewer", f"wrong{i}", addr=f"10.0.3.{i}")
+    r = login(c, "ｖｉｅｗｅｒ", PASSWORD, addr="10.0.4.1")
+    assert r.status_code == 429 and "_auth_user_id" not in c.session
