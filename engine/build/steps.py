@@ -83,7 +83,7 @@ def env(b: Builder, st: StageState, ins: Instruction) -> None:
             current = [e for e in current if e.split("=", 1)[0] != k] + [f"{k}={v}"]
         cfg["Env"] = current
 
-    _meta_step(b, st, text, change)
+    _meta_step(b, st, text, change, {"pairs": pairs})  # the text alone is ambiguous
 
 
 def label(b: Builder, st: StageState, ins: Instruction) -> None:
@@ -91,8 +91,9 @@ def label(b: Builder, st: StageState, ins: Instruction) -> None:
     pairs = [(st.lex.word(k, scope), st.lex.word(v, scope)) for k, v in ins.pairs]
     text = "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
     _meta_step(
-        b, st, text, lambda cfg: cfg.update(Labels={**(cfg.get("Labels") or {}), **dict(pairs)})
-    )
+        b, st, text, lambda cfg: cfg.update(Labels={**(cfg.get("Labels") or {}), **dict(pairs)}),
+        {"pairs": pairs},
+    )  # fmt: skip
 
 
 def label_flag(b: Builder, st: StageState, labels: dict[str, str], text: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -129,3 +130,17 @@ def test_run_shell_and_exec_forms_never_share_a_cache_entry(busybox_env, tmp_pat
     p = busybox_env.berth("build", str(ctx))
     assert " ---> Using cache" not in p.stdout
     assert p.returncode == 1 and "returned a non-zero code: 1" in p.stderr
+
+
+def test_env_and_label_values_with_spaces_never_share_a_cache_entry(busybox_env, tmp_path):
+    # ENV A="1 B=2" and ENV A=1 B=2 both read "ENV A=1 B=2", but set different variables.
+    ctx = write_tree(
+        tmp_path / "ctx", {"Dockerfile": 'FROM busybox\nENV A="1 B=2"\nLABEL l="x y=z"\n'}
+    )
+    assert busybox_env.berth("build", "-q", str(ctx)).returncode == 0
+    (ctx / "Dockerfile").write_text("FROM busybox\nENV A=1 B=2\nLABEL l=x y=z\n")
+    p = busybox_env.berth("build", "-q", "-t", "spaced", str(ctx))
+    assert p.returncode == 0, p.stderr
+    cfg = json.loads(busybox_env.berth("image", "inspect", "spaced", check=True).stdout)[0]
+    assert cfg["Config"]["Env"][-2:] == ["A=1", "B=2"]
+    assert cfg["Config"]["Labels"] == {"l": "x", "y": "z"}
