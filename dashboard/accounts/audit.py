@@ -16,21 +16,55 @@ from django.utils import timezone
 
 SECRET_KEY_RE = re.compile(r"pass|secret|token|key|credential|auth|pwd", re.I)
 MASK = "****"
-URL_PASSWORD_RE = re.compile(r"(://[^/:@\s]+:)[^/@\s]+@")
+# scheme://userinfo@host: the userinfo runs to the authority's last "@" (a password
+# may hold an "@"); a userinfo without ":" is a token used as the user name.
+URL_USERINFO_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)@")
+# Keys whose values are environment variables or build arguments: every value is
+# masked, whatever its name (MYSQL_ROOT_PW, GH, ...): names say too little.
+ENV_KEYS = {"env", "environment", "buildargs", "buildarg", "envs"}
+
+
+def _is_env_key(key: Any) -> bool:
+    return re.sub(r"[^a-z]", "", str(key).lower()) in ENV_KEYS
+
+
+def _mask_userinfo(m: re.Match) -> str:
+    user, colon, _password = m.group(2).partition(":")
+    return f"{m.group(1)}{user}:{MASK}@" if colon else f"{m.group(1)}{MASK}@"
+
+
+def _mask_env(value: Any) -> Any:
+    """Every value of environment-like parameters: K=V strings, lines, dicts, lists."""
+    if isinstance(value, dict):
+        return {k: (MASK if v not in (None, "") else v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_mask_env(v) for v in value]
+    if isinstance(value, str):
+        if "\n" in value:
+            return "\n".join(_mask_env(line) for line in value.split("\n"))
+        k, eq, v = value.partition("=")
+        return f"{k}={MASK}" if eq and v else value
+    return MASK if value not in (None, "") else value
 
 
 def mask(params: Any) -> Any:
     """Secrets masked: values of keys that look secret, and K=V entries likewise
-    (environment variables such as ``DB_PASSWORD=x`` in a list or a string)."""
+    (``DB_PASSWORD=x`` in a list or a string); every value of environment variables
+    and build arguments; passwords and tokens in URLs (``https://user:pw@host``)."""
     if isinstance(params, dict):
-        return {
-            k: (MASK if SECRET_KEY_RE.search(str(k)) and v not in (None, "") else mask(v))
-            for k, v in params.items()
-        }
+        out = {}
+        for k, v in params.items():
+            if SECRET_KEY_RE.search(str(k)) and v not in (None, ""):
+                out[k] = MASK
+            elif _is_env_key(k):
+                out[k] = _mask_env(mask(v))
+            else:
+                out[k] = mask(v)
+        return out
     if isinstance(params, list | tuple):
         return [mask(v) for v in params]
     if isinstance(params, str) and "://" in params and "@" in params:
-        params = URL_PASSWORD_RE.sub(rf"\1{MASK}@", params)  # https://user:pw@registry
+        params = URL_USERINFO_RE.sub(_mask_userinfo, params)
     if isinstance(params, str) and "=" in params:
         if "\n" in params:  # a pasted block of K=V lines (env, labels)
             return "\n".join(mask(line) for line in params.split("\n"))
@@ -67,9 +101,9 @@ def record(
         source=source,
         address=address if address is not None else client_address(request),
         action=action,
-        target=str(target)[:255],
+        target=mask(str(target))[:255],
         params=mask(params or {}),
-        result=str(result)[:255],
+        result=mask(str(result))[:255],
         host_changes=mask(host_changes or []),
     )
 

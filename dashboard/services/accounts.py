@@ -60,7 +60,7 @@ def _entry(event: dict, changes: list[dict]) -> Any:
         source=source_of(event.get("actor", "")),
         address="",
         action=f"{event['Type']}.{event['Action']}".replace(" ", ""),
-        target=str(target)[:255],
+        target=mask(str(target))[:255],
         params=mask({"id": obj, **attrs} if obj else attrs),
         result="ok",
         host_changes=changes,

@@ -37,9 +37,50 @@ def test_mask_secrets():
         }
     )
     assert got["registry"] == "https://bob:****@registry.example:5000/v2/"
-    assert got["env"] == ["PASSWORD=****", "DB_PASSWORD=****", "MODE=prod", "API_TOKEN=****"]
+    # Every environment value is masked (its name stays): a name says too little.
+    assert got["env"] == ["PASSWORD=****", "DB_PASSWORD=****", "MODE=****", "API_TOKEN=****"]
     assert got["registry_password"] == "****" and got["auth"] == "****"
     assert got["labels"] == "a=1\nsecret_key=****" and got["name"] == "web"
+
+
+def test_mask_env_and_build_args_values_whatever_their_names():
+    got = mask(
+        {
+            "env": ["MYSQL_ROOT_PW=hunter2", "GH=ghp_abc", "EMPTY=", "JUST_A_NAME"],
+            "build_args": {"NPM_RC": "//registry/:_authToken=xyz", "VERSION": "1.2"},
+            "name": "web",
+        }
+    )
+    assert got["env"] == ["MYSQL_ROOT_PW=****", "GH=****", "EMPTY=", "JUST_A_NAME"]
+    assert got["build_args"] == {"NPM_RC": "****", "VERSION": "****"}
+    assert got["name"] == "web"
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("https://bob:p@ss@registry.example/v2/", "https://bob:****@registry.example/v2/"),
+        ("https://ghp_secrettoken@github.com/org/repo", "https://****@github.com/org/repo"),
+        (
+            "pull from redis://:hunter2@10.0.0.5:6379/0 now",
+            "pull from redis://:****@10.0.0.5:6379/0 now",
+        ),
+        ("https://registry.example/v2/?a=b@c", "https://registry.example/v2/?a=b@c"),
+    ],
+)
+def test_mask_credentials_in_urls(url, shown):
+    assert mask(url) == shown
+    assert mask({"registry": url}) == {"registry": shown}
+
+
+def test_record_masks_target_and_result(rf, users):
+    req = rf.post("/x/")
+    req.user = users["operator"]
+    record(req, "image.push", "https://bob:hunter2@reg.example/app",
+           result="error: cannot reach https://bob:hunter2@reg.example/v2/")  # fmt: skip
+    e = AuditEntry.objects.get()
+    assert "hunter2" not in e.target and "hunter2" not in e.result
+    assert e.target == "https://bob:****@reg.example/app"
 
 
 def test_record_masks_before_storing(rf, users):
