@@ -182,11 +182,6 @@ def _click_node(page, name: str) -> None:
     page.locator("#details .topo-node").wait_for(timeout=WAIT)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the web process sends Celery tasks to amqp://localhost: dashboard/__init__.py does"
-    " not load dashboard.celery's app, so the containers page's stop (a task) answers 500",
-)
 def test_an_operator_stops_a_container_from_its_node(net_stack, net_page_as, cli):
     net, c = _name("tn"), _name("tc")
     cli("network", "create", "--subnet", "10.99.5.0/24", net)
