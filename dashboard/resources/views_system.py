@@ -4,7 +4,7 @@ containers, images and volumes of every user on the host at once."""
 
 from __future__ import annotations
 
-from dashboard.accounts.audit import client_address
+from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.live import tasks_api
 from dashboard.resources.htmx import page, to_task
@@ -24,13 +24,15 @@ def system(request):
 @role_required("admin")
 def system_prune(request):
     """GET: what would go (with the chosen flags). POST: a task on the long queue prunes
-    (its page follows it, and says what went); the task writes the audit entry."""
+    (its page follows it, and says what went); audited from the start."""
     if request.method == "POST":
         all_images, volumes = _flags(request.POST)
-        kwargs = {"all_images": all_images, "volumes": volumes,
-                  "address": client_address(request)}  # fmt: skip
+        kwargs = {"all_images": all_images, "volumes": volumes}
         task_id = tasks_api.start(request.user, "system.prune", "long.system_prune", kwargs,
                                   target="system")  # fmt: skip
+        # On the record now: the task's end (or its worker's death) sets the result.
+        record(request, "system.prune", "system",
+               {"all": all_images, "volumes": volumes, "task": task_id}, result="started")  # fmt: skip
         return to_task(request, task_id)
     all_images, volumes = _flags(request.GET)
     ctx = {"doomed": svc.prune_preview(request.user, all_images, volumes), "all": all_images,

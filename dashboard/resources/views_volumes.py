@@ -10,7 +10,7 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST
 
-from dashboard.accounts.audit import client_address, record
+from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.live import tasks_api
 from dashboard.resources.forms import VolumeForm, add_engine_error
@@ -96,9 +96,11 @@ def volume_prune(request):
         if not names:
             messages.info(request, "Nothing was confirmed: no volume was removed.")
             return _after(request)
-        kwargs = {"names": names, "all": all_, "address": client_address(request)}
-        task_id = tasks_api.start(request.user, "volume.prune", "long.volume_prune", kwargs,
-                                  target=f"{len(names)} volume(s)")  # fmt: skip
+        task_id = tasks_api.start(request.user, "volume.prune", "long.volume_prune",
+                                  {"names": names}, target=f"{len(names)} volume(s)")  # fmt: skip
+        # On the record now: the task's end (or its worker's death) sets the result.
+        record(request, "volume.prune", ", ".join(names),
+               {"all": all_, "confirmed": names, "task": task_id}, result="started")  # fmt: skip
         return to_task(request, task_id)
     ctx = {"doomed": svc.prune_preview(request.user, all=all_), "all": all_}
     return page(request, "resources/volume_prune.html", ctx)

@@ -82,3 +82,17 @@ def test_prune_confirmation_lists_what_goes_then_a_task_prunes(
 def test_nothing_to_prune(client_as, engine_root):
     body = client_as("admin").get("/system/prune/").content.decode()
     assert "Nothing to prune" in body
+
+
+def test_prune_on_the_record_from_its_start_even_if_its_worker_dies(
+    client_as, engine_root, live_redis
+):
+    from dashboard.live import tasks_api
+
+    r = client_as("admin").post("/system/prune/", {"all": "1"}, REMOTE_ADDR="192.0.2.8")
+    task_id = r.url.rstrip("/").rsplit("/", 1)[1]
+    e = AuditEntry.objects.get(action="system.prune")
+    assert e.actor == "admin" and e.address == "192.0.2.8" and e.result == "started"
+    assert e.params == {"all": True, "volumes": False, "task": task_id}
+    tasks_api.fail(task_id, "worker lost: SIGKILL")
+    assert AuditEntry.objects.get(pk=e.pk).result == "worker lost: SIGKILL"

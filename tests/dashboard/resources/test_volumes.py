@@ -122,3 +122,23 @@ def test_prune_lists_then_removes_exactly_that(client_as, busybox_env, monkeypat
     e = AuditEntry.objects.get(action="volume.prune")
     assert e.actor == "operator" and e.result == "ok"
     assert e.params["confirmed"] == [anon, "named1"] and e.params["removed"] == [anon, "named1"]
+
+
+def test_prune_on_the_record_from_its_start_even_if_its_worker_dies(
+    client_as, engine_root, live_redis
+):
+    """The audit entry is written when the prune is asked for (who, from where, what was
+    confirmed), not only when its task ends: a worker that dies mid-prune (volumes gone,
+    the task marked failed by the crash handling) leaves it on the record with the error."""
+    from dashboard.live import tasks_api
+
+    engine_for(None).create_volume("doomed1")
+    r = client_as("operator").post(
+        "/volumes/prune/", {"name": ["doomed1"], "all": "1"}, REMOTE_ADDR="192.0.2.9"
+    )
+    task_id = r.url.rstrip("/").rsplit("/", 1)[1]
+    e = AuditEntry.objects.get(action="volume.prune")
+    assert e.actor == "operator" and e.address == "192.0.2.9" and e.result == "started"
+    assert e.params["confirmed"] == ["doomed1"] and e.params["task"] == task_id
+    tasks_api.fail(task_id, "worker lost: SIGKILL")
+    assert AuditEntry.objects.get(pk=e.pk).result == "worker lost: SIGKILL"
