@@ -15,7 +15,7 @@ from django.http import StreamingHttpResponse
 from dashboard.accounts.audit import CSV_HEADER, FILTERS, csv_row, describe_change, filter_entries
 from dashboard.accounts.models import AuditEntry
 from dashboard.accounts.roles import role_required
-from dashboard.resources.htmx import page
+from dashboard.resources.htmx import invalid_status, page
 from dashboard.services import engine_for
 from dashboard.services.accounts import import_engine_events
 
@@ -47,7 +47,7 @@ def audit(request):
         "query": args.urlencode(),
         "warning": warning,
     }
-    return page(request, "accounts/audit.html", ctx, 400 if errors else 200)
+    return page(request, "accounts/audit.html", ctx, invalid_status(request) if errors else 200)
 
 
 class _Echo:

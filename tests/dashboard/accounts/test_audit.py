@@ -207,3 +207,11 @@ def test_host_changes_without_an_action_are_recorded_alone(engine_root):
     e = AuditEntry.objects.get()
     assert e.action == "network.host_changes" and e.source == "cli"
     assert e.host_changes == [{"change": "bridge removed", "name": "n2"}]
+
+
+def test_filter_errors_shown_in_place_for_htmx(client_as):
+    """htmx swaps in only 2xx answers: a bad date must still show next to its field."""
+    r = client_as("viewer").get("/audit/", {"since": "yesterday"}, HTTP_HX_REQUEST="true")
+    body = r.content.decode()
+    assert r.status_code == 200 and "is not a date (YYYY-MM-DD)" in body
+    assert "<nav>" not in body  # the fragment, not the whole page
