@@ -18,6 +18,7 @@ bzip2, xz) with the layer extractor's safety, and downloads URLs.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import os
@@ -26,7 +27,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from engine.errors import InvalidArgument, NotFound
+from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.safepath import clean_path, open_in_root, open_parent_in_root, wrap_oserror
 
 Excluded = Callable[[str], bool]
@@ -130,6 +131,16 @@ class Entry:
     dest: str  # path in the image (cleaned, no leading "/")
     st: os.stat_result
     link: str = ""
+    digest: str = ""  # a regular file's sha256 as hashed for the cache key
+
+
+def rebased(entries: list[Entry], dest: str) -> list[Entry]:
+    """Entries walked with dest "" placed under ``dest`` (the same stat and digest:
+    what is written is what was hashed)."""
+    return [
+        dataclasses.replace(e, dest=posixpath.join(dest, e.dest) if e.dest else dest)
+        for e in entries
+    ]
 
 
 def walk(
@@ -193,11 +204,13 @@ def hash_entries(rfd: int, entries: list[Entry], h) -> None:
     """Feed every entry's content and metadata into ``h``: its path, its
     type and permission bits, its size and content hash or link target. mtime
     and owner are left out (Docker's cache ignores them too); content is
-    always read, never trusted from a timestamp."""
+    always read, never trusted from a timestamp. Each file's digest is kept in
+    its entry: the copy checks that it writes those very bytes."""
     for e in entries:
         mode = e.st.st_mode
         if stat.S_ISREG(mode):
-            what = f"f {file_digest(rfd, e.rel)} {e.st.st_size}"
+            e.digest = file_digest(rfd, e.rel)
+            what = f"f {e.digest} {e.st.st_size}"
         elif stat.S_ISLNK(mode):
             what = f"l {e.link}"
         elif stat.S_ISDIR(mode):
@@ -290,7 +303,7 @@ def _write_one(rfd: int, ifd: int, e: Entry, owner: Owner, chmod: int | None) ->
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             out = os.open(name, flags, 0o600, dir_fd=pfd)
             try:
-                _copy_fd(src, out)
+                _copy_checked(src, out, e)
                 os.fchown(out, owner.uid, owner.gid)
                 os.fchmod(out, perm)  # after chown, which clears setuid bits
                 os.utime(out, (e.st.st_mtime, e.st.st_mtime))
@@ -309,20 +322,20 @@ def _lstat_name(pfd: int, name: str) -> os.stat_result | None:
         return None
 
 
-def _copy_fd(src: int, dst: int) -> None:
-    try:
-        while os.copy_file_range(src, dst, _BUF):
-            pass
-        return
-    except OSError:
-        pass  # EXDEV on old kernels, or not supported: plain reads
-    os.lseek(src, 0, os.SEEK_SET)
-    os.lseek(dst, 0, os.SEEK_SET)
-    os.ftruncate(dst, 0)
+def _copy_checked(src: int, dst: int, e: Entry) -> None:
+    """Copy and hash in one pass: a file changed since it was hashed for the cache
+    key would put other bytes under that key (a stale layer for a later build)."""
+    h = hashlib.sha256()
     while chunk := os.read(src, _BUF):
+        h.update(chunk)
         view = memoryview(chunk)
         while view:
             view = view[os.write(dst, view) :]
+    if e.digest and h.hexdigest() != e.digest:
+        raise InvalidState(
+            f"{e.rel}: the file changed while the build was copying it; build again",
+            obj=e.rel,
+        )
 
 
 def is_dir_in_image(image_root: str, path: str) -> bool:

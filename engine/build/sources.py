@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import posixpath
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from engine.build import copy as cp
 from engine.build.dockerfile import Instruction
-from engine.errors import InvalidArgument, NotFound, Unsupported
+from engine.errors import InvalidArgument, InvalidState, NotFound, Unsupported
 from engine.safepath import (
     clean_path,
     mkdirs_in_root,
@@ -127,17 +128,18 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
         h = hashlib.sha256()
         h.update(json.dumps([what, srcs, dest, chown, chmod, from_]).encode())
         sources = cp.find_sources(root.rfd, local, root.excluded, what) if local else []
-        archives: dict[str, str] = {}
+        archives: dict[str, str] = {}  # rel -> digest of an ADD'ed local tar
+        walked: list[list[cp.Entry]] = []  # walked once: the copy writes what was hashed
         for s in sources:
             try:
                 entries = list(cp.walk(root.rfd, s, "", root.excluded, root.may_enter))
                 cp.hash_entries(root.rfd, entries, h)
             except OSError as e:  # unreadable, or changed while we read it
                 raise wrap_oserror(e, os.fsdecode(e.filename or s.rel)) from None
-            if what == "ADD" and not s.is_dir and not from_:
-                kind = _archive_kind(root.rfd, s.rel)
-                if kind:
-                    archives[s.rel] = kind
+            walked.append(entries)
+            if what == "ADD" and not s.is_dir and not from_ and entries[0].digest:
+                if _archive_kind(root.rfd, s.rel):
+                    archives[s.rel] = entries[0].digest
                     h.update(f"archive {s.rel}\n".encode())
         downloads = [_download(b, u, checksum, h) for u in urls]
         flags = [f"--{k}={v}" if v is not None else f"--{k}" for k, v in ins.flags]
@@ -153,15 +155,11 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
                 sources + [cp.Source(d.name, False) for d in downloads],
                 dest, workdir, image_root, what,
             )  # fmt: skip
-            for s, dst in planned[: len(sources)]:
+            for (s, dst), entries in zip(planned[: len(sources)], walked, strict=True):
                 if s.rel in archives:
-                    _extract(root.rfd, s.rel, image_root, dest, workdir)
+                    _extract(root.rfd, s.rel, archives[s.rel], image_root, dest, workdir)
                     continue
-                try:
-                    entries = list(cp.walk(root.rfd, s, dst, root.excluded, root.may_enter))
-                except OSError as e:
-                    raise wrap_oserror(e, os.fsdecode(e.filename or s.rel)) from None
-                cp.write_entries(root.rfd, image_root, entries, owner, chmod)
+                cp.write_entries(root.rfd, image_root, cp.rebased(entries, dst), owner, chmod)
             for d, (_, dst) in zip(downloads, planned[len(sources) :], strict=True):
                 write_file_in_root(image_root, dst, d.data, chmod if chmod is not None else 0o600,
                                    owner.uid, owner.gid, follow=True)  # fmt: skip
@@ -197,9 +195,26 @@ def _source_root(b: Builder, st: StageState, from_: str, what: str, stack) -> _R
     return _Root(rfd, never, never)
 
 
-def _extract(rfd: int, rel: str, image_root: str, dest: str, workdir: str) -> None:
+class _Hashing(io.RawIOBase):
+    """A file read through sha256: the archive extracted is the one hashed."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.h = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        n = self._f.readinto(b)  # type: ignore[attr-defined]
+        self.h.update(memoryview(b)[:n])
+        return n
+
+
+def _extract(rfd: int, rel: str, digest: str, image_root: str, dest: str, workdir: str) -> None:
     """ADD of a local tar: unpacked into ``dest`` with the layer extractor's safety
-    (names cleaned and kept below dest, links never followed, no devices)."""
+    (names cleaned and kept below dest, links never followed, no devices), and
+    refused if its bytes are not the ones hashed for the step's cache key."""
     from engine.build.context import decompressing
     from engine.images import layers
 
@@ -208,9 +223,17 @@ def _extract(rfd: int, rel: str, image_root: str, dest: str, workdir: str) -> No
     target = clean_path(dest)
     mkdirs_in_root(image_root, target)
     fd = open_in_root(rfd, rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    with os.fdopen(fd, "rb") as f:
-        _, plain = decompressing(f)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        src = _Hashing(f)  # type: ignore[arg-type]
+        _, plain = decompressing(src)  # type: ignore[arg-type]
         layers.copy_in(image_root, "/" + target, plain, preserve_owner=True)
+        while src.read(1 << 20):  # what the extractor left unread (padding, trailers)
+            pass
+        if src.h.hexdigest() != digest:
+            raise InvalidState(
+                f"ADD {rel}: the archive changed while the build was reading it; build again",
+                obj=rel,
+            )
 
 
 @dataclass

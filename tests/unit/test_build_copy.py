@@ -11,7 +11,7 @@ import pytest
 from engine.build import copy as cp
 from engine.build.cache import BuildCache, step_key
 from engine.build.dockerignore import Matcher, read_patterns
-from engine.errors import InvalidArgument, NotFound
+from engine.errors import InvalidArgument, InvalidState, NotFound
 from engine.safepath import open_root
 
 
@@ -140,3 +140,46 @@ def test_cache_entries_are_whole_and_heal(tmp_path):
     cache.remove_stale_tmp()
     assert not dead.exists() and mine.exists()
     assert Path(cache.dir).is_dir() and cache.clear() == 1
+
+
+def test_copy_writes_only_the_bytes_hashed_for_the_key(ctx, tmp_path):
+    # The cache key is computed before the copy: a file edited in between must not put
+    # its new bytes under the old key (a later build with the old content would reuse them).
+    root, fd = ctx
+    image = tmp_path / "image"
+    image.mkdir()
+    (src,) = cp.find_sources(fd, ["dir"], _none, "COPY")
+    entries = list(cp.walk(fd, src, "", _none, _none))
+    cp.hash_entries(fd, entries, hashlib.sha256())
+    cp.write_entries(fd, str(image), cp.rebased(entries, "app"), cp.Owner(), None)
+    assert (image / "app/sub/two.py").read_text() == "2"
+    (root / "dir/sub/two.py").write_text("edited")
+    with pytest.raises(InvalidState, match="dir/sub/two.py: the file changed while"):
+        cp.write_entries(fd, str(image), cp.rebased(entries, "again"), cp.Owner(), None)
+
+
+def test_add_extracts_only_the_archive_hashed_for_the_key(ctx, tmp_path):
+    import io
+    import tarfile
+
+    from engine.build.sources import _extract
+
+    root, fd = ctx
+
+    def tar_of(data: bytes) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as t:
+            ti = tarfile.TarInfo("f")
+            ti.size = len(data)
+            t.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+
+    (root / "a.tgz").write_bytes(tar_of(b"first"))
+    digest = cp.file_digest(fd, "a.tgz")
+    image = tmp_path / "image"
+    image.mkdir()
+    _extract(fd, "a.tgz", digest, str(image), "/x", "/")
+    assert (image / "x/f").read_bytes() == b"first"
+    (root / "a.tgz").write_bytes(tar_of(b"other"))
+    with pytest.raises(InvalidState, match="a.tgz: the archive changed while"):
+        _extract(fd, "a.tgz", digest, str(image), "/y", "/")
