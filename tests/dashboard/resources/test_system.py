@@ -96,3 +96,22 @@ def test_prune_on_the_record_from_its_start_even_if_its_worker_dies(
     assert e.params == {"all": True, "volumes": False, "task": task_id}
     tasks_api.fail(task_id, "worker lost: SIGKILL")
     assert AuditEntry.objects.get(pk=e.pk).result == "worker lost: SIGKILL"
+
+
+def test_untagged_image_shown_as_none(client_as, engine_root):
+    """An untagged image reads "<none>" (escaped), as `berth system df` prints it."""
+    import io
+    import tarfile
+
+    from dashboard.services import engine_for
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"hello\n"
+        info = tarfile.TarInfo("hello.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    engine_for(None).import_image(buf)  # no reference: untagged
+    body = client_as("viewer").get("/system/").content.decode()
+    assert "<td>&lt;none&gt;</td>" in body
