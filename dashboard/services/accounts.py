@@ -26,6 +26,7 @@ HOST_CHANGE_ACTIONS = {"host_changes", "endpoint_up", "endpoint_down"}
 # Host changes not followed by their action within this long (the action failed
 # after the kernel changed) are recorded on their own.
 ORPHAN_AFTER_NS = 30 * 1_000_000_000
+BATCH = 10000  # the most events the engine's events log hands out at once
 
 
 def host_change(event: dict) -> dict[str, str]:
@@ -103,7 +104,10 @@ def import_engine_events(engine: Any = None) -> int:
             changes = [c for _e, c in pending.pop(actor, [])]
             if ev["seq"] not in have:
                 entries.append(_entry(ev, changes))
-        newest = events[-1]["timeNano"]
+        full = len(events) >= BATCH
+        # Past the last event read, nothing came: host changes older than the grace
+        # time are alone now. A full batch may have their action in the next one.
+        newest = events[-1]["timeNano"] if full else time.time_ns()
         upto = events[-1]["seq"]
         for items in pending.values():
             first = items[0][0]
@@ -119,7 +123,7 @@ def import_engine_events(engine: Any = None) -> int:
         if upto <= after:
             break
         after = upto
-        if len(events) < 10000:
+        if not full:
             break
     if after > cursor.seq:
         # Never move the cursor back: another process may have gone further.

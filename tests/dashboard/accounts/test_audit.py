@@ -215,3 +215,18 @@ def test_filter_errors_shown_in_place_for_htmx(client_as):
     body = r.content.decode()
     assert r.status_code == 200 and "is not a date (YYYY-MM-DD)" in body
     assert "<nav>" not in body  # the fragment, not the whole page
+
+
+def test_lone_host_changes_recorded_without_a_later_event(engine_root):
+    """The last thing in the events log: host changes whose action failed a minute ago.
+    They are recorded alone now, not held back until some other event comes."""
+    from engine.api import Engine
+    from engine.config import EngineConfig
+
+    cli = Engine(EngineConfig.from_env(), actor="uid:0(root)")
+    seq = cli.emit("network", "host_changes", "n3", name="n3", bridge_removed="True")
+    with cli.db.write() as c:
+        c.execute("UPDATE events SET time_nano = time_nano - 60000000000 WHERE seq=?", (seq,))
+    assert import_engine_events(cli) == 1
+    assert AuditEntry.objects.get().action == "network.host_changes"
+    assert import_engine_events(cli) == 0
