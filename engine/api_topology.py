@@ -49,6 +49,18 @@ class TopologyAPI:
         cur = self.topology_counters(g)
         return {"rates": topology.rates(prev, cur), "counters": cur}
 
+    def container_host_ends(self, ref: str) -> dict[str, dict[str, Any]]:
+        """A running container's interfaces -> their ends in the host namespace (veth host
+        end and its bridge, or macvlan/ipvlan parent), as the kernel links them."""
+        from engine.containers import records
+        from engine.errors import InvalidState
+        from engine.network import topology
+
+        c = self.get_container(ref)  # type: ignore[attr-defined]
+        if c.state not in records.ACTIVE:
+            raise InvalidState(f"container {c.name} is not running", obj=c.name)
+        return topology.host_ends(self.config.host_netns, c.pid)
+
     def topology_reach(
         self, source: str, target: str, graph: dict[str, Any] | None = None
     ) -> dict[str, Any]:

@@ -88,22 +88,17 @@ def edges_of(g: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
 
 def anatomy(user: Any, ref: str) -> dict[str, Any]:
     """What the kernel says the container is made of (engine/containers/anatomy.py),
-    plus, for each interface, the host-side veth and bridge from the graph."""
+    with each interface's other end in the host namespace (its peer, by the kernel's
+    link index): the veth's host end and bridge, or a macvlan/ipvlan parent."""
     eng = engine_for(user)
     a = eng.container_anatomy(ref)
-    g = eng.topology()
-    veths = {
-        e["ifname"]: e
-        for e in g["edges"]
-        if e["kind"] == "veth" and e["source"] == f"ctr:{a['Id']}"
-    }
+    try:
+        ends = eng.container_host_ends(a["Id"])
+    except EngineError:
+        ends = {}  # exited meanwhile: the rest was read while it ran
     if isinstance(a.get("Interfaces"), list):
         for ln in a["Interfaces"]:
-            v = veths.get(ln.get("Name"))
-            if v is not None:
-                ln["HostVeth"], ln["Bridge"], ln["HostVethState"] = (
-                    v["host_ifname"],
-                    v["bridge"],
-                    v["state"],
-                )
+            end = ends.get(ln.get("Name"))
+            if end is not None:
+                ln["HostEnd"] = end
     return a

@@ -50,6 +50,7 @@ __all__ = [
     "counters",
     "diff",
     "graph",
+    "host_ends",
     "load_state",
     "rates",
     "read_host_links",
@@ -212,6 +213,37 @@ def _alive(pid: int) -> bool:
 def graph(eng: Any) -> dict[str, Any]:
     """The engine's graph now (records + kernel)."""
     return build(load_state(eng), read_host_links(eng.config.host_netns), eng.config.prefix)
+
+
+def host_ends(host_netns: str, pid: int) -> dict[str, dict[str, Any]]:
+    """Each interface of process ``pid``'s network namespace -> its other end in the
+    host namespace, found by the kernel's peer index (IFLA_LINK), not by Berth's
+    records: a veth's host end (checked to point back at it) and the bridge it is on,
+    or a macvlan/ipvlan link's parent interface. Interfaces without one are left out."""
+    cmd = ["nsenter", f"--net=/proc/{pid}/ns/net", "--", "ip", "-j", "-d", "link", "show"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        inside = json.loads(p.stdout or "[]") if p.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired, json.JSONDecodeError):
+        inside = []
+    host = read_host_links(host_netns)
+    by_index = {ln.get("ifindex"): ln for ln in host.links.values()}
+    out: dict[str, dict[str, Any]] = {}
+    for ln in inside:
+        peer = by_index.get(ln.get("link_index"))
+        if peer is None or "link_netnsid" not in ln:
+            continue  # no peer, or one in the container's own namespace
+        kind = _kind(ln)
+        if kind == "veth" and peer.get("link_index") != ln.get("ifindex"):
+            continue  # same index, another namespace's link
+        out[ln["ifname"]] = {
+            "Kind": kind,
+            "HostIfname": peer["ifname"],
+            "Bridge": peer.get("master", "") if kind == "veth" else "",
+            "Role": "veth host end" if kind == "veth" else f"{kind or 'link'} parent",
+            "State": "up" if _up(peer) else "down",
+        }
+    return out
 
 
 # -- building -----------------------------------------------------------------------------

@@ -72,6 +72,10 @@ def test_a_veth_end_taken_off_its_bridge_is_flagged(wired):
     g = eng.topology()
     e = next(x for x in g["edges"] if x["id"] == veth["id"])
     assert e["state"] == "detached" and "on no bridge" in e["problem"]
+    # The container's own view of its links agrees: eth0's peer, on no bridge now.
+    ends = eng.container_host_ends("b")
+    assert ends["eth0"]["HostIfname"] == veth["host_ifname"] and ends["eth0"]["Bridge"] == ""
+    assert eng.container_host_ends("a")["eth0"]["Bridge"] == veth["bridge"]
 
 
 def test_rates_follow_real_traffic(wired):
