@@ -166,7 +166,20 @@ CSV_HEADER = ["time", "actor", "source", "address", "action", "target", "params"
               "host_changes", "event_seq"]  # fmt: skip
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet would run as a formula (``=HYPERLINK(...)`` typed as a
+    username at the log-in page lands in the log) is quoted with a leading '."""
+    return "'" + value if value.startswith(FORMULA_START) else value
+
+
 def csv_row(e: Any) -> list[str]:
+    return [csv_cell(v) for v in _csv_values(e)]
+
+
+def _csv_values(e: Any) -> list[str]:
     import json
 
     return [
