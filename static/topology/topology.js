@@ -335,6 +335,7 @@
   });
 
   document.body.addEventListener("htmx:afterSwap", function (evt) {
+    if (evt.detail.target.id !== "reach-result") return;
     const el = evt.detail.target.querySelector("[data-reach]");
     cy.elements().removeClass("path break");
     if (!el) return;
