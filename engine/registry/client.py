@@ -304,11 +304,26 @@ class RegistryClient:
 
     # Sending --------------------------------------------------------------------------
     def _is_ours(self, url: str) -> bool:
+        """An absolute URL on this registry's own host and port (not a CDN,
+        not an upload service elsewhere): the only place credentials go."""
         return urlsplit(url).netloc == self.netloc
+
+    def _refuse_plain_http(self, url: str, what: str) -> None:
+        """Plain HTTP only to hosts marked insecure, whoever names the URL (a
+        redirect, an upload Location, a token realm): over it a password or a
+        token would cross the network in clear, and content could be swapped."""
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not self.hosts.is_insecure(parts.netloc):
+            raise RegistryError(
+                f"registry {self.domain} sent {what} {_one_line(url, 120)}: refused, plain HTTP "
+                f"to {parts.netloc}, which is not marked insecure",
+                obj=self.domain,
+            )
 
     def _send(self, method: str, target: str, headers: dict, body: Body) -> Response:
         """``target`` is a path on this registry or an absolute URL (a Location)."""
         if "://" in target:
+            self._refuse_plain_http(target, "the location")
             try:
                 return self.transport.send(
                     method,
@@ -366,7 +381,8 @@ class RegistryClient:
         ok = tuple(ok)
         for attempt in (0, 1):
             hdrs = dict(headers or {})
-            used = self._authorization(scopes)
+            # A Location on another host (an upload service, a CDN) gets no credentials.
+            used = self._authorization(scopes) if self._is_ours_target(target) else None
             if used:
                 hdrs["Authorization"] = used
             resp = self._send(method, target, hdrs, body() if callable(body) else body)
@@ -374,7 +390,11 @@ class RegistryClient:
                 break
             challenges = auth.parse_challenges(resp.headers.get_all("WWW-Authenticate") or [])
             detail = error_detail(resp.text())
-            if attempt == 0 and self._authenticate(challenges, scopes, used):
+            if (
+                attempt == 0
+                and self._is_ours_target(target)
+                and self._authenticate(challenges, scopes, used)
+            ):
                 continue
             raise self._refused(challenges, detail, used, scopes, what)
         redirects = 0
@@ -394,6 +414,9 @@ class RegistryClient:
         if resp.status not in ok:
             raise self._error(resp, what or target)
         return resp
+
+    def _is_ours_target(self, target: str) -> bool:
+        return "://" not in target or self._is_ours(target)
 
     # Authentication ---------------------------------------------------------------------
     def _authorization(self, scopes: tuple[str, ...]) -> str | None:
@@ -440,6 +463,7 @@ class RegistryClient:
                 f"registry {self.domain} sent a bearer challenge without a usable realm ({realm!r})",
                 obj=self.domain,
             )
+        self._refuse_plain_http(realm, "a token realm")
         headers = {}
         if self.credentials:
             headers["Authorization"] = auth.basic_header(self.credentials)

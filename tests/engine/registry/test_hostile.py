@@ -1,0 +1,174 @@
+"""A registry that tries its luck: credentials sent only to the registry
+itself (never to a redirect or upload Location on another host, never over
+plain HTTP to a host not marked insecure, never to a plain-HTTP token realm
+elsewhere); bounded reads of manifests and configs; layer paths that try
+to leave the store."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from engine.errors import EngineError
+from engine.images import reference as refs
+from engine.registry.client import RegistryClient
+from engine.registry.credentials import Credentials
+from engine.registry.hosts import RegistryHosts
+from engine.registry.progress import Progress
+from engine.registry.pull import Puller
+from tests.engine.registry._proxy import RegistryProxy
+from tests.engine.registry._servers import PASSWORD, USER, make_tls_pair
+
+pytestmark = pytest.mark.root
+
+CREDS = {"username": USER, "password": PASSWORD}
+
+
+class Strict(RegistryHosts):
+    """As for any host that is not loopback: only ``insecure`` may be plain HTTP."""
+
+    def is_insecure(self, domain: str) -> bool:
+        return domain in self.insecure
+
+
+@pytest.fixture
+def front(registry_plain):
+    """A proxy in front of the plain registry that wants a Basic login."""
+    p = RegistryProxy(registry_plain.host).start()
+    p.require_basic(USER, PASSWORD)
+    yield p
+    p.stop()
+
+
+@pytest.fixture
+def elsewhere(registry_plain):
+    """Another host (a CDN, an upload service): records what it was sent."""
+    p = RegistryProxy(registry_plain.host).start()
+    yield p
+    p.stop()
+
+
+@pytest.fixture(scope="module")
+def remote_image(registry_plain, tmp_path_factory):
+    """busybox in the plain registry as hostile/busybox:latest (reached through proxies)."""
+    from tests.conftest import _new_env, _teardown_env
+
+    env = _new_env(tmp_path_factory.mktemp("hostile-source"))
+    try:
+        eng = env.engine()
+        eng.bootstrap_image("busybox")
+        eng.tag_image("busybox", f"{registry_plain.host}/hostile/busybox:latest")
+        eng.push_image(f"{registry_plain.host}/hostile/busybox:latest")
+        yield "hostile/busybox:latest"
+    finally:
+        _teardown_env(env)
+
+
+def _is_blob_get(h) -> bool:
+    return h.command == "GET" and "/blobs/sha256:" in h.path
+
+
+def test_blob_redirect_to_another_host_carries_no_credentials(
+    front, elsewhere, remote_image, fresh_env
+):
+    def redirect(h) -> bool:
+        if not _is_blob_get(h):
+            return False
+        h.reply(307, {"Location": f"{elsewhere.url}{h.path}"})
+        return True
+
+    front.hook = redirect
+    result = fresh_env.engine().pull_image(f"{front.host}/{remote_image}", credentials=CREDS)
+    assert result["Status"].startswith("Downloaded newer image")
+    assert [r for r in elsewhere.requests if r["method"] == "GET"], "the redirect was not followed"
+    assert all(r["authorization"] is None for r in elsewhere.requests), elsewhere.requests
+    assert any(r["authorization"] for r in front.requests)
+
+
+def test_upload_location_on_another_host_carries_no_credentials(front, elsewhere, busybox_env):
+    def move_uploads(h, status: int, headers: dict) -> None:
+        if h.command == "POST" and "Location" in headers:
+            headers["Location"] = headers["Location"].replace(front.netloc, elsewhere.netloc)
+
+    front.rewrite = move_uploads
+    ref = f"{front.host}/hostile/upload:latest"
+    eng = busybox_env.engine()
+    eng.tag_image("busybox", ref)
+    eng.push_image(ref, credentials=CREDS)
+    sent = [r for r in elsewhere.requests if r["method"] in ("PATCH", "PUT")]
+    assert sent, "the upload did not go to its Location"
+    assert all(r["authorization"] is None for r in elsewhere.requests), elsewhere.requests
+
+
+@pytest.fixture
+def tls_front(registry_plain, tmp_path):
+    cert, key, ca = make_tls_pair(tmp_path)
+    p = RegistryProxy(registry_plain.host, tls=(cert, key, ca)).start()
+    p.require_basic(USER, PASSWORD)
+    certs = tmp_path / "certs.d"
+    (certs / p.netloc).mkdir(parents=True)
+    shutil.copy(ca, certs / p.netloc / "ca.crt")
+    p.hosts = Strict(certs_dirs=(certs,))
+    yield p
+    p.stop()
+
+
+def _pull(env, proxy, hosts, name: str):
+    client = RegistryClient(proxy.netloc, hosts=hosts, credentials=Credentials(USER, PASSWORD))
+    with client:
+        puller = Puller(env.engine().images, client, progress=Progress(None))
+        return puller.pull(refs.parse_reference(f"{proxy.netloc}/{name}"))
+
+
+def test_https_registry_cannot_redirect_to_plain_http(
+    tls_front, elsewhere, remote_image, fresh_env
+):
+    # Sanity: over HTTPS with the CA in certs.d the pull works.
+    assert _pull(fresh_env, tls_front, tls_front.hosts, remote_image).image_id
+    fresh_env.engine().remove_image(f"{tls_front.netloc}/{remote_image}")
+    fresh_env.engine().images.gc()
+
+    # Same host and port, plain HTTP: the Authorization header would cross the wire in clear.
+    def downgrade(h) -> bool:
+        if not _is_blob_get(h):
+            return False
+        h.reply(307, {"Location": f"http://{tls_front.netloc}{h.path}"})
+        return True
+
+    tls_front.hook = downgrade
+    with pytest.raises(EngineError) as exc:
+        _pull(fresh_env, tls_front, tls_front.hosts, remote_image)
+    msg = str(exc.value)
+    assert "plain HTTP" in msg and tls_front.netloc in msg, msg
+    assert "\n" not in msg
+
+    # Another host, plain HTTP: refused before connecting (it is not marked insecure).
+    def elsewhere_http(h) -> bool:
+        if not _is_blob_get(h):
+            return False
+        h.reply(307, {"Location": f"{elsewhere.url}{h.path}"})
+        return True
+
+    tls_front.hook = elsewhere_http
+    with pytest.raises(EngineError, match="plain HTTP"):
+        _pull(fresh_env, tls_front, tls_front.hosts, remote_image)
+    assert elsewhere.requests == []
+    assert not fresh_env.engine().images.exists(f"{tls_front.netloc}/{remote_image}")
+
+
+def test_token_realm_over_plain_http_elsewhere_gets_no_password(
+    registry_plain, elsewhere, remote_image, fresh_env
+):
+    front = RegistryProxy(registry_plain.host).start()
+    try:
+        front.require_bearer("t0ken", realm=f"{elsewhere.url}/token")
+        # The registry itself is marked insecure (plain HTTP); the realm's host is not.
+        hosts = Strict(insecure=(front.netloc,))
+        with pytest.raises(EngineError) as exc:
+            _pull(fresh_env, front, hosts, remote_image)
+        msg = str(exc.value)
+        assert "token" in msg and elsewhere.netloc in msg and "plain HTTP" in msg, msg
+        assert elsewhere.requests == [], "the password went to a plain-HTTP realm"
+    finally:
+        front.stop()
