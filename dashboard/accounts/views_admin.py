@@ -10,6 +10,7 @@ from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
 from dashboard.accounts import throttle
@@ -40,7 +41,10 @@ def _users_page(request, form=None, created=None, status=200):
         )
     ctx = {"rows": rows, "form": form or UserCreateForm(), "created": created,
            "role_form": RoleForm()}  # fmt: skip
-    return page(request, "accounts/users.html", ctx, status)
+    resp = page(request, "accounts/users.html", ctx, status)
+    if created:  # a one-time password: kept by no browser or proxy cache
+        add_never_cache_headers(resp)
+    return resp
 
 
 def _done(request, to: str, *args):

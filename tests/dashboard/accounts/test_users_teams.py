@@ -141,3 +141,13 @@ def test_team_revoke(client_as, users):
     t.members.add(users["viewer"])
     c.post(f"/teams/{t.pk}/revoke/")
     assert role_of(User.objects.get(pk=users["viewer"].pk)) == "viewer"
+
+
+def test_one_time_passwords_are_never_cached(client_as, users):
+    c = client_as("admin")
+    for r in (
+        c.post("/users/create/", {"username": "fresh", "role": "viewer"}),
+        c.post(f"/users/{users['viewer'].pk}/password/"),
+    ):
+        assert "onetime-password" in r.content.decode()
+        assert "no-store" in r.get("Cache-Control", ""), "kept by no browser or proxy cache"
