@@ -27,12 +27,14 @@ from engine.registry import auth
 from engine.registry.credentials import Credentials
 from engine.registry.errors import RegistryError, Unauthorized, Unreachable
 from engine.registry.hosts import RegistryHosts
+from engine.registry.manifests import MAX_MANIFEST
 
 USER_AGENT = f"berth/{__version__}"
 DEFAULT_TIMEOUT = 30.0  # seconds, for connecting and for each read (Docker dials for 30 s)
 BLOCKSIZE = 1 << 20  # http.client sends file bodies in blocks of this size
 MAX_IDLE = 8
 MAX_REDIRECTS = 5
+MAX_TAG_LIST = 4 << 20  # one page of a tag list
 _REDIRECTS = (301, 302, 303, 307, 308)
 _STALE = (ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
 
@@ -79,6 +81,20 @@ def describe_oserror(e: BaseException) -> str:
     if isinstance(e, OSError) and e.strerror:
         return e.strerror[0].lower() + e.strerror[1:]
     return _one_line(str(e) or type(e).__name__)
+
+
+def read_limited(resp: Response, limit: int, what: str) -> bytes:
+    """The whole body, refused (and the connection dropped) past ``limit``
+    bytes, so a registry cannot make a client hold more than that in memory."""
+    if resp.length is not None and resp.length > limit:
+        resp.close()
+        raise InvalidArgument(f"{what} is larger than {limit} bytes", obj=what)
+    data = resp.read(limit + 1)
+    if len(data) > limit:
+        resp.close()
+        raise InvalidArgument(f"{what} is larger than {limit} bytes", obj=what)
+    resp.release()
+    return data
 
 
 # -- connections ------------------------------------------------------------------------------
@@ -585,7 +601,7 @@ class RegistryClient:
             headers={"Accept": ", ".join(accept)},
             what=what,
         )
-        body = resp.read()
+        body = read_limited(resp, MAX_MANIFEST, f"manifest for {what}")
         ctype = (resp.header("Content-Type") or "").split(";")[0].strip()
         return body, ctype, resp.header("Docker-Content-Digest") or ""
 
@@ -696,7 +712,7 @@ class RegistryClient:
             resp = self.request("GET", target, scopes=(pull_scope(repo),), what=what)
             link = resp.header("Link") or ""
             try:
-                data = json.loads(resp.read())
+                data = json.loads(read_limited(resp, MAX_TAG_LIST, f"tag list of {what}"))
                 tags += [t for t in data.get("tags") or [] if isinstance(t, str)]
             except (ValueError, AttributeError):
                 raise RegistryError(f"{what}: registry {self.domain} sent a bad tag list") from None

@@ -37,6 +37,7 @@ ACCEPT = (MT_OCI_INDEX, MT_DOCKER_LIST, MT_OCI_MANIFEST, MT_DOCKER_MANIFEST)
 UNCOMPRESSED_LAYERS = (MT_OCI_LAYER, MT_DOCKER_LAYER)
 GZIP_LAYERS = (MT_OCI_LAYER_GZIP, MT_DOCKER_LAYER_GZIP)
 MAX_MANIFEST = 4 << 20  # as containerd: a manifest larger than this is refused
+MAX_CONFIG = 4 << 20  # as containers/image: an image config is read whole into memory
 
 _GOARCH = {
     "x86_64": "amd64",

@@ -296,6 +296,11 @@ class Puller:
 
     def _config(self, repo: str, desc: dict, what: str) -> dict:
         digest = desc["digest"]
+        if desc["size"] > mf.MAX_CONFIG:
+            raise InvalidArgument(
+                f"image config {digest} of {what} is larger than {mf.MAX_CONFIG} bytes; refused",
+                obj=what,
+            )
         if not self.store.blobs.has(digest):
             self._fetch_blob(repo, desc, what, threading.Event(), quiet=True)
         try:

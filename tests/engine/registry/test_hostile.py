@@ -6,17 +6,19 @@ to leave the store."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
-from engine.errors import EngineError
+from engine.errors import EngineError, InvalidArgument
 from engine.images import reference as refs
 from engine.registry.client import RegistryClient
 from engine.registry.credentials import Credentials
 from engine.registry.hosts import RegistryHosts
 from engine.registry.progress import Progress
 from engine.registry.pull import Puller
+from tests.engine.registry._helpers import layer_tar, registry_client, store_snapshot, upload
 from tests.engine.registry._proxy import RegistryProxy
 from tests.engine.registry._servers import PASSWORD, USER, make_tls_pair
 
@@ -172,3 +174,69 @@ def test_token_realm_over_plain_http_elsewhere_gets_no_password(
         assert elsewhere.requests == [], "the password went to a plain-HTTP realm"
     finally:
         front.stop()
+
+
+def test_endless_manifest_is_cut_off(registry_plain, fresh_env):
+    sent = {"bytes": 0}
+
+    def endless(h) -> bool:
+        if h.command != "GET" or "/manifests/" not in h.path:
+            return False
+        h.send_response(200)
+        h.send_header("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+        h.send_header("Transfer-Encoding", "chunked")
+        h.end_headers()
+        chunk = b" " * 65536
+        try:
+            while sent["bytes"] < 64 << 20:
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                sent["bytes"] += len(chunk)
+            h.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client hung up: what we want
+        h.close_connection = True
+        return True
+
+    with RegistryProxy(registry_plain.host) as proxy:
+        proxy.hook = endless
+        with pytest.raises(InvalidArgument, match="larger than 4194304 bytes"):
+            fresh_env.engine().pull_image(f"{proxy.netloc}/hostile/endless:latest")
+    assert sent["bytes"] < 16 << 20, f"the client read {sent['bytes']} bytes of a manifest"
+
+
+def test_oversized_config_is_refused(registry_plain, fresh_env):
+    repo = "hostile/bigconfig"
+    layer = layer_tar({"a": b"x"})
+    config = {
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Labels": {"padding": "x" * (5 << 20)}},
+        "rootfs": {"type": "layers", "diff_ids": []},
+    }
+    with registry_client(registry_plain.host) as client:
+        from engine.images.content import sha256_bytes
+
+        config["rootfs"]["diff_ids"] = [sha256_bytes(layer)]
+        cfg = json.dumps(config).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": upload(client, repo, cfg),
+                "size": len(cfg),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": upload(client, repo, layer),
+                    "size": len(layer),
+                }
+            ],
+        }
+        body = json.dumps(manifest).encode()
+        client.put_manifest(repo, "latest", body, manifest["mediaType"], what=repo)
+    before = store_snapshot(fresh_env)
+    with pytest.raises(InvalidArgument, match="image config .* is larger than"):
+        fresh_env.engine().pull_image(f"{registry_plain.host}/{repo}:latest")
+    assert store_snapshot(fresh_env)[:2] == before[:2]
