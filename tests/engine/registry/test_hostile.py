@@ -240,3 +240,56 @@ def test_oversized_config_is_refused(registry_plain, fresh_env):
     with pytest.raises(InvalidArgument, match="image config .* is larger than"):
         fresh_env.engine().pull_image(f"{registry_plain.host}/{repo}:latest")
     assert store_snapshot(fresh_env)[:2] == before[:2]
+
+
+def _tars_escaping_to(outside) -> dict[str, bytes]:
+    """One layer per way out: each stops the extractor at its first bad entry."""
+    import io
+    import tarfile
+
+    up = "../" * 12 + str(outside).lstrip("/")
+
+    def tar(*entries: tuple) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+            for name, kind, link, data in entries:
+                info = tarfile.TarInfo(name)
+                info.type, info.linkname, info.mode = kind, link, 0o644
+                info.size = len(data) if kind == tarfile.REGTYPE else 0
+                t.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+        return buf.getvalue()
+
+    reg, sym, lnk = tarfile.REGTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE
+    return {
+        "abslink": tar(("abs", sym, str(outside), b""), ("abs/via-abs-link", reg, "", b"x")),
+        "rellink": tar(("rel", sym, up, b""), ("rel/via-rel-link", reg, "", b"x")),
+        "dotdot": tar((f"{up}/via-dotdot", reg, "", b"x")),
+        "absname": tar((f"/{str(outside).lstrip('/')}/via-abs-name", reg, "", b"x")),
+        "hardlink": tar(("hard", lnk, f"{outside}/secret", b""), ("hard", reg, "", b"overwritten")),
+        "hardlink-up": tar(("hard", lnk, f"{up}/secret", b""), ("hard", reg, "", b"overwritten")),
+    }
+
+
+def test_layer_paths_never_leave_the_store(registry_plain, fresh_env, tmp_path):
+    """A layer from a registry goes through the engine's safe extractor:
+    links and ``..`` resolve inside the layer, never outside it."""
+    from tests.engine.registry._helpers import push_raw_image
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_bytes(b"secret")
+    eng = fresh_env.engine()
+    for name, layer in _tars_escaping_to(outside).items():
+        with registry_client(registry_plain.host) as client:
+            push_raw_image(
+                client, f"hostile/{name}", "latest", architecture="amd64", layers=[layer]
+            )
+        try:
+            eng.pull_image(f"{registry_plain.host}/hostile/{name}:latest")
+        except EngineError as e:
+            assert "\n" not in str(e)
+        assert sorted(p.name for p in outside.iterdir()) == ["secret"], name
+        assert (outside / "secret").read_bytes() == b"secret", name
+    written = [p for p in tmp_path.rglob("via-*")]
+    layers = fresh_env.root / "images" / "layers"
+    assert all(layers in p.parents for p in written), written
