@@ -8,6 +8,7 @@ through ``Builder.cached_step`` first with the key Docker would use.
 
 from __future__ import annotations
 
+import copy
 import json
 import posixpath
 import re
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from engine.build.dockerfile import Instruction
 from engine.build.options import BuildStepFailed
-from engine.errors import InvalidArgument, Unsupported
+from engine.errors import EngineError, InvalidArgument, Unsupported
 
 if TYPE_CHECKING:
     from engine.build.executor import Builder, StageState
@@ -33,10 +34,18 @@ def dispatch(b: Builder, st: StageState, ins: Instruction) -> None:
         raise Unsupported(f"{ins.keyword} is not supported")
     try:
         handler(b, st, ins)
-    except InvalidArgument as e:
-        if getattr(e, "line", 0) or str(e).startswith("dockerfile"):
+    except BuildStepFailed:
+        raise
+    except EngineError as e:
+        msg = str(e)
+        if getattr(e, "line", 0) or msg.startswith(("dockerfile", "step ")):
             raise
-        raise type(e)(f"line {ins.line}: {ins.keyword}: {e}", obj=e.obj, errno=e.errno) from None
+        if not msg.startswith(ins.keyword):
+            msg = f"{ins.keyword}: {msg}"
+        # Same class and attributes (obj, errno...), the step and line named first.
+        named = copy.copy(e)
+        named.args = (f"step {b.step}/{b.total} (line {ins.line}): {msg}",)
+        raise named from None
 
 
 def _word(st: StageState, text: str) -> str:

@@ -3,8 +3,9 @@
 ``berth build [-t NAME:TAG]... [-f DOCKERFILE] [--build-arg K=V]... [--target STAGE]
 [--no-cache] [--label K=V]... [--build-context NAME=PATH]... [--network NET] [-q]
 CONTEXT|-``: output like Docker's classic builder (``Step N/M : ...``, each
-RUN's output as it comes); ``-q`` prints only the image ID. A failing RUN
-exits 1 with the step, the command and its exit code, like ``docker build``.
+RUN's output as it comes); ``-q`` prints only the image ID. A failed build
+exits 1 (125 is for bad flags), like ``docker build``: a failing RUN names the
+step, the command and its exit code; any other failing step its step and line.
 """
 
 from __future__ import annotations
@@ -70,8 +71,9 @@ def _write_stdout(data: bytes) -> None:
 def cmd_build(args: argparse.Namespace) -> int:
     import signal
 
-    from engine.build.options import BuildOptions, BuildStepFailed, parse_pairs
+    from engine.build.options import BuildOptions, parse_pairs
     from engine.cli.main import engine_from
+    from engine.errors import EngineError
 
     dockerfile = args.dockerfile
     if dockerfile and dockerfile != "-" and args.context != "-":
@@ -100,7 +102,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         result = eng.build_image(opts, stream, None if args.quiet else _write_stdout)
-    except BuildStepFailed as e:
+    except EngineError as e:  # docker build exits 1 on any failed build, 125 on bad flags
         sys.stdout.flush()
         print(f"Error: {e}", file=sys.stderr)
         return 1

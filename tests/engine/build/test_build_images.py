@@ -259,6 +259,16 @@ def test_missing_base_image_is_named(busybox_env, tmp_path):
     assert "nosuch/image:1.0" in p.stderr and "not found locally" in p.stderr
 
 
+def test_a_failing_step_exits_1_and_names_its_step_and_line(busybox_env, tmp_path):
+    # docker build exits 1 whatever step fails (125 is for bad flags), and says which one.
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nENV A=1\nCOPY missing /x\n"})
+    p = busybox_env.berth("build", str(ctx))
+    assert p.returncode == 1
+    assert p.stderr.startswith("Error: step 3/3 (line 3): COPY: file not found")
+    p = busybox_env.berth("build", str(tmp_path / "nosuch"))
+    assert p.returncode == 1 and "unable to prepare context" in p.stderr
+
+
 def test_saved_image_is_accepted_by_skopeo_and_podman(busybox_env, tmp_path):
     if not shutil.which("skopeo") or not shutil.which("podman"):
         pytest.skip("skopeo/podman not installed")
