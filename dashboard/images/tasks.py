@@ -5,7 +5,8 @@ Pull and push forward the engine's Docker-shaped progress messages as
 every status change); build forwards its output line by line. Uploaded files (build
 contexts, import archives) are removed by the task that used them, whatever the outcome.
 A retried task redoes its work: pulls and pushes skip what is already there, builds hit
-their cache, import/export write whole files.
+their cache, import/export write whole files. Pulls and pushes are retried (3 times,
+2/4/8 s apart) when the registry cannot be reached.
 """
 
 from __future__ import annotations
@@ -41,14 +42,14 @@ def _registry_progress(ctx: tasks_api.TaskContext):
     return forward
 
 
-@tasks_api.tracked("long.image_pull")
+@tasks_api.tracked("long.image_pull", retry_on=(images.Unreachable,))
 def image_pull(ctx: tasks_api.TaskContext, ref: str) -> dict:
     result = images.pull(ctx.user, ref, progress=_registry_progress(ctx))
     ctx.progress({"summary": result.get("Status") or f"pulled {ref}"})
     return result
 
 
-@tasks_api.tracked("long.image_push")
+@tasks_api.tracked("long.image_push", retry_on=(images.Unreachable,))
 def image_push(ctx: tasks_api.TaskContext, ref: str) -> dict:
     result = images.push(ctx.user, ref, progress=_registry_progress(ctx))
     ctx.progress({"summary": f"pushed {ref}: {result.get('Digest', '')}"})

@@ -308,15 +308,47 @@ def _user_of(task_id: str) -> Any:
     return rec.user if rec else None
 
 
-def tracked(name: str, **options: Any) -> Callable[[Callable], Any]:
+def requeue(task_id: str, reason: str, attempt: int) -> bool:
+    """Back to PENDING for a retry (the heartbeat must be stopped already): the retried
+    run's begin() claims it again. False when the record is final meanwhile."""
+    from dashboard.live.models import FINAL, PENDING, TaskRecord
+
+    n = (
+        TaskRecord.objects.filter(pk=task_id)
+        .exclude(state__in=FINAL)
+        .update(state=PENDING, summary=reason[:255])
+    )
+    redis_client().delete(ALIVE.format(task_id))
+    if n:
+        _append(task_id, {"event": "state", "state": PENDING, "retry": attempt, "reason": reason})
+    return bool(n)
+
+
+def tracked(
+    name: str,
+    *,
+    retry_on: tuple[type[BaseException], ...] = (),
+    max_retries: int = 3,
+    retry_delay: float = 2.0,
+    **options: Any,
+) -> Callable[[Callable], Any]:
     """Register ``fn(ctx, **kwargs)`` as Celery task ``name`` with the record's life cycle
     around it: begin (or skip), run, finish or fail. Engine errors (a bad reference, a
     conflict) fail the task with their message; anything else fails it and is re-raised
-    so the worker logs the traceback."""
+    so the worker logs the traceback. Errors in ``retry_on`` (a registry that cannot be
+    reached) retry the task up to ``max_retries`` times, ``retry_delay`` doubling each
+    time; the record goes back to pending in between and its page says why."""
     from dashboard.celery import app
 
     def deco(fn: Callable) -> Any:
-        @app.task(name=name, bind=True, acks_late=True, reject_on_worker_lost=False, **options)
+        @app.task(
+            name=name,
+            bind=True,
+            acks_late=True,
+            reject_on_worker_lost=False,
+            max_retries=max_retries,
+            **options,
+        )
         @functools.wraps(fn)
         def run(self: Any, **kwargs: Any) -> Any:
             task_id = self.request.id
@@ -330,6 +362,14 @@ def tracked(name: str, **options: Any) -> Callable[[Callable], Any]:
             except Exception as e:
                 from engine.errors import EngineError
 
+                beat.stopped.set()
+                beat.join()  # no beat may land after the key is released below
+                tries = self.request.retries
+                if retry_on and isinstance(e, retry_on) and tries < max_retries:
+                    delay = retry_delay * 2**tries
+                    reason = f"{e}; retry {tries + 1}/{max_retries} in {delay:g} s"
+                    if requeue(task_id, reason, tries + 1):
+                        raise self.retry(countdown=delay, exc=e) from e
                 fail(task_id, str(e) or type(e).__name__)
                 if isinstance(e, EngineError | TaskError):
                     return None

@@ -14,8 +14,10 @@ from typing import Any
 
 from dashboard.services import engine_for
 
-# The error types views catch to show a message instead of a 500.
-from engine.errors import EngineError  # noqa: F401  (re-exported for the views)
+# The error types views catch to show a message instead of a 500, and the one a task
+# retries (a registry that cannot be reached: a network hiccup, a registry restarting).
+from engine.errors import EngineError  # noqa: F401  (re-exported)
+from engine.registry.errors import Unreachable  # noqa: F401  (re-exported)
 
 
 def check_reference(ref: str, what: str = "image reference") -> str:

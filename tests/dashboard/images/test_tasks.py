@@ -37,19 +37,24 @@ pytestmark = [
 class Registry:
     """`docker-registry serve` on 127.0.0.1:<free port>, storage in a temp dir."""
 
-    def __init__(self, work: Path) -> None:
+    def __init__(self, work: Path, start: bool = True) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        config = work / "config.yml"
+        self.config = config = work / "config.yml"
         config.write_text(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"
             f"storage:\n  filesystem:\n    rootdirectory: {work / 'storage'}\n"
             f"http:\n  addr: 127.0.0.1:{self.port}\n  secret: {secrets.token_hex(16)}\n"
         )
+        self.proc: subprocess.Popen | None = None
+        if start:
+            self.start()
+
+    def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
         self.proc = subprocess.Popen(
-            ["docker-registry", "serve", str(config)],
+            ["docker-registry", "serve", str(self.config)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env=env,
@@ -82,7 +87,7 @@ class Registry:
             return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGTERM)
             try:
                 self.proc.wait(10)
@@ -203,6 +208,29 @@ async def test_task_page_closed_during_a_pull_and_reopened_follows_it_to_the_end
     assert len(stream) > left_at + 1  # the second page saw the pull's later progress
     layers = {d["id"] for _s, d in stream[left_at:] if d.get("total")}
     assert len(layers) >= 2
+
+
+def test_pull_retried_until_the_registry_is_back(
+    client_as, dash_engine, start_worker, transactional_db, tmp_path
+):
+    (tmp_path / "late").mkdir()
+    reg = Registry(tmp_path / "late")
+    try:
+        ref = push_big_image(dash_engine, reg, "live/late", layers=1, size=1000)
+        reg.stop()  # its storage keeps the image; the port is free now
+        start_worker()
+        r = client_as("operator").post("/images/pull/", {"ref": ref})
+        tid = r.url.split("/")[2]
+        retry = wait_for(
+            lambda: [d for _s, d in tasks_api.entries(tid) if d.get("retry")], 60, "a retry"
+        )
+        assert retry[0]["state"] == "pending" and "retry 1/3" in retry[0]["reason"]
+        reg.start()
+        rec = wait_for(lambda: task_done(tid), 120, "the retried pull")
+        assert rec.state == "success", rec.error
+        assert rec.attempts >= 2 and rec.result["Reference"] == ref
+    finally:
+        reg.stop()
 
 
 def test_push_to_a_registry(client_as, dash_engine, registry, start_worker, transactional_db):

@@ -147,3 +147,22 @@ async def test_task_page_left_mid_task_and_rejoined_sees_every_entry_once(start_
     assert seen == stream
     assert [d["current"] for _s, d in seen if "current" in d] == list(range(1, 61))
     assert seen[-1][1]["state"] == "success"
+
+
+def test_transient_failures_are_retried_then_succeed(start_worker, users):
+    start_worker()
+    tid = tasks_api.start(users["operator"], "test.flaky", "long.test_flaky", {"failures": 2})
+    rec = wait_for(lambda: final(tid), 60, "the task to end")
+    assert rec.state == "success" and rec.attempts == 3 and rec.result == {"attempt": 3}
+    states = [d["state"] for _s, d in tasks_api.entries(tid) if d.get("event") == "state"]
+    assert states == ["pending", "running", "pending", "running", "pending", "running", "success"]
+    retries = [d for _s, d in tasks_api.entries(tid) if d.get("retry")]
+    assert "transient failure 1; retry 1/2" in retries[0]["reason"]
+
+
+def test_retries_run_out_and_the_task_fails(start_worker, users):
+    start_worker()
+    tid = tasks_api.start(users["operator"], "test.flaky", "long.test_flaky", {"failures": 5})
+    rec = wait_for(lambda: final(tid), 60, "the task to end")
+    assert rec.state == "failure" and rec.attempts == 3
+    assert rec.error == "transient failure 3"
