@@ -111,8 +111,15 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
     chown = st.lex.word(chown, scope) if chown else None
     chmod_text = ins.flag("chmod")
     chmod = _chmod(st.lex.word(chmod_text, scope) if chmod_text else None)
-    from_ = ins.flag("from")
-    from_ = st.lex.word(from_, scope) if from_ else ""
+    from_raw = ins.flag("from")
+    # BuildKit expands --from with the ARGs before the first FROM only, as the
+    # executor does when it picks the stages a target needs.
+    from_ = st.lex.word(from_raw, st.meta) if from_raw else ""
+    if from_raw and not from_:
+        raise InvalidArgument(
+            f"{what} --from={from_raw} expands to an empty name (only ARGs declared before"
+            " the first FROM apply there)"
+        )
     checksum = ins.flag("checksum")
     urls = [s for s in srcs if _is_url(s) or _is_git(s)]
     if urls and what == "COPY":
@@ -184,7 +191,9 @@ def _source_root(b: Builder, st: StageState, from_: str, what: str, stack) -> _R
         return _Root(ctx.rfd, ctx.excluded, ctx.may_enter)
     ref = b.stage_ref(from_, before=st.stage.index)
     if ref is not None:
-        rec = b.stage_images[ref.index]
+        rec = b.stage_images.get(ref.index)
+        if rec is None:  # e.g. a base image's ONBUILD trigger naming a stage of ours
+            raise InvalidArgument(f"{what} --from={from_}: stage {from_!r} was not built")
     else:
         rec = b.resolve_image(from_, f"{what} --from")
     from engine.build.rootfs import ImageFS

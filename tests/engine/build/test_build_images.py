@@ -368,3 +368,25 @@ STOPSIGNAL SIGQUIT
     busybox_env.berth("build", "-q", "-t", "forms-child", str(child), check=True)
     assert _inspect(busybox_env, "forms-child")["Config"].get("Cmd") in (None, [])
     assert busybox_env.berth("run", "--rm", "forms-child", check=True).stdout == "child\n"
+
+
+def test_copy_from_names_a_stage_through_a_global_arg(busybox_env, tmp_path):
+    # As in BuildKit, --from is expanded with the ARGs declared before the first FROM.
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "ARG SRC=one\nFROM busybox AS one\nRUN echo from-one > /made\n"
+            "FROM busybox AS two\nRUN echo from-two > /made\n"
+            'FROM busybox\nCOPY --from=$SRC /made /made\nCMD ["cat", "/made"]\n',
+        },
+    )
+    p = busybox_env.berth("build", "-q", "-t", "fromarg", "--build-arg", "SRC=two", str(ctx))
+    assert p.returncode == 0, p.stderr
+    assert busybox_env.berth("run", "--rm", "fromarg", check=True).stdout == "from-two\n"
+    # A stage's own ARG is not seen there: a clear error, not a crash on a stage never built.
+    (ctx / "Dockerfile").write_text(
+        "FROM busybox AS one\nRUN true\nFROM busybox\nARG SRC=one\nCOPY --from=$SRC /bin/sh /x\n"
+    )
+    p = busybox_env.berth("build", str(ctx))
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert "--from=$SRC expands to an empty name" in p.stderr
