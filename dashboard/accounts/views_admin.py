@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts import throttle
 from dashboard.accounts.audit import record
@@ -84,6 +84,7 @@ def _refuse(request, action: str, target: str, why: str, params: dict | None = N
 
 
 @role_required("admin")
+@require_safe
 def users(request):
     return _users_page(request)
 
@@ -209,6 +210,7 @@ def _teams_page(request, form=None, member_errors=None, status=200):
 
 
 @role_required("admin")
+@require_safe
 def teams(request):
     return _teams_page(request)
 

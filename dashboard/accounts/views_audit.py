@@ -11,6 +11,7 @@ import csv
 
 from django.core.paginator import Paginator
 from django.http import StreamingHttpResponse
+from django.views.decorators.http import require_safe
 
 from dashboard.accounts.audit import CSV_HEADER, FILTERS, csv_row, describe_change, filter_entries
 from dashboard.accounts.models import AuditEntry
@@ -31,6 +32,7 @@ def _import(request) -> str:
 
 
 @role_required("viewer")
+@require_safe
 def audit(request):
     warning = _import(request)
     qs, errors = filter_entries(AuditEntry.objects.all(), request.GET)
@@ -56,6 +58,7 @@ class _Echo:
 
 
 @role_required("viewer")
+@require_safe
 def audit_csv(request):
     _import(request)
     qs, _errors = filter_entries(AuditEntry.objects.all(), request.GET)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
@@ -40,6 +40,7 @@ def _detail_page(request, ref, form=None, status=200):
 
 
 @role_required("viewer")
+@require_safe
 def networks(request):
     return _list_page(request)
 
@@ -67,6 +68,7 @@ def network_create(request):
 
 
 @role_required("viewer")
+@require_safe
 def network_detail(request, ref: str):
     return _detail_page(request, ref)
 

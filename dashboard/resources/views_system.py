@@ -4,6 +4,8 @@ containers, images and volumes of every user on the host at once."""
 
 from __future__ import annotations
 
+from django.views.decorators.http import require_safe
+
 from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.live import tasks_api
@@ -16,6 +18,7 @@ def _flags(args) -> tuple[bool, bool]:
 
 
 @role_required("viewer")
+@require_safe
 def system(request):
     ctx = {"df": svc.disk_usage(request.user), "is_admin": has_role(request.user, "admin")}
     return page(request, "resources/system.html", ctx)

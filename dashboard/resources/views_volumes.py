@@ -8,7 +8,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.http import Http404
 from django.shortcuts import redirect
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts.audit import record
 from dashboard.accounts.roles import has_role, role_required
@@ -32,6 +32,7 @@ def _after(request, to="resources:volumes", *args):
 
 
 @role_required("viewer")
+@require_safe
 def volumes(request):
     return _list_page(request)
 
@@ -60,6 +61,7 @@ def volume_create(request):
 
 
 @role_required("viewer")
+@require_safe
 def volume_detail(request, name: str):
     try:
         vol = svc.inspect(request.user, name)

@@ -75,3 +75,72 @@ def test_user_without_role_gets_403_on_pages(engine_root, db):
     c.force_login(u)
     for url in ("/", "/volumes/", "/networks/", "/system/", "/audit/"):
         assert c.get(url).status_code == 403, url
+
+
+def test_every_post_needs_the_csrf_token(users, engine_root):
+    """With Django's CSRF checks on (the test client skips them by default), every
+    state-changing URL of these apps refuses a POST without the token, even an admin's."""
+    from django.test import Client
+
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(users["admin"])
+    uid, t = users["viewer"].pk, Team.objects.create(name="t")
+    posts = [
+        "/logout/", "/password/", "/users/create/", f"/users/{uid}/password/",
+        f"/users/{uid}/active/", f"/users/{uid}/grant/", f"/users/{uid}/revoke/",
+        "/teams/create/", f"/teams/{t.pk}/delete/", f"/teams/{t.pk}/grant/",
+        f"/teams/{t.pk}/revoke/", f"/teams/{t.pk}/member/", "/volumes/create/",
+        "/volumes/prune/", "/volumes/v/remove/", "/networks/create/",
+        "/networks/n/connect/", "/networks/n/disconnect/", "/networks/n/remove/",
+        "/system/prune/",
+    ]  # fmt: skip
+    for url in posts:
+        assert c.post(url, {"role": "viewer", "name": "x"}).status_code == 403, url
+    assert (
+        Client(enforce_csrf_checks=True).post("/login/", {"username": "admin"}).status_code == 403
+    )
+    assert Team.objects.filter(pk=t.pk).exists() and role_of(users["viewer"]) == "viewer"
+
+
+def _routes(module: str) -> list[str]:
+    """Every URL of a urls.py, with sample values for its parameters."""
+    import importlib
+
+    out = []
+    for p in importlib.import_module(module).urlpatterns:
+        route = str(p.pattern)
+        for conv in ("<int:uid>", "<int:tid>"):
+            route = route.replace(conv, "1")
+        for conv in ("<str:name>", "<str:ref>"):
+            route = route.replace(conv, "x")
+        out.append("/" + route)
+    return out
+
+
+SELF_SERVICE = {"/login/", "/logout/", "/password/"}
+
+
+@pytest.mark.parametrize("module", ["dashboard.accounts.urls", "dashboard.resources.urls"])
+def test_no_route_lets_a_viewer_change_anything(users, engine_root, module):
+    """Whatever is added to these urls.py later: a viewer's POST is refused everywhere
+    (403, or 405 from a read-only page) but on its own session and password; an
+    operator's on every accounts page and on system prune."""
+    from django.test import Client
+
+    from dashboard.services import engine_for
+
+    Team.objects.create(pk=1, name="t")
+    data = {"role": "admin", "name": "x", "username": "viewer", "container": "x"}
+    for role in ("viewer", "operator"):
+        c = Client()
+        c.force_login(users[role])
+        for url in _routes(module):
+            if url in SELF_SERVICE:
+                continue
+            if role == "viewer" or "accounts" in module or url.startswith("/system/prune"):
+                code = c.post(url, data).status_code
+                assert code in (403, 405), (role, url, code)
+        if role == "viewer":
+            assert engine_for(None).list_volumes() == []
+    assert role_of(User.objects.get(pk=users["viewer"].pk)) == "viewer"
+    assert not User.objects.filter(username="x").exists() and Team.objects.count() == 1
