@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from engine.containers import records
@@ -89,14 +88,6 @@ def list_rows(user: Any, state: str = "", q: str = "") -> list[Row]:
             continue
         out.append(r)
     return out
-
-
-def row(user: Any, ref: str) -> Row | None:
-    """The list row of one container (reconciled with the kernel), or None if it is gone."""
-    try:
-        return row_of(engine_for(user).get_container(ref))
-    except NotFound:
-        return None
 
 
 def get(user: Any, ref: str) -> records.Container:
@@ -182,7 +173,6 @@ class RunRequest:
     privileged: bool = False
     cap_add: str = ""  # comma or space separated
     pid_host: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def _lines(text: str) -> list[str]:
@@ -349,13 +339,3 @@ def params_of(opts: CreateOptions) -> dict:
     """What the audit log records of a run (secrets in env are masked by audit.record)."""
     d = opts.to_dict()
     return {k: v for k, v in d.items() if v not in (None, "", [], {}, False) or k == "image"}
-
-
-def wait_state(user: Any, ref: str, states: tuple[str, ...], timeout: float = 10.0) -> str:
-    """Poll until the container is in one of ``states``; its last state."""
-    deadline = time.monotonic() + timeout
-    while True:
-        st = docker_state(get(user, ref))
-        if st in states or time.monotonic() > deadline:
-            return st
-        time.sleep(0.05)

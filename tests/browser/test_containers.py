@@ -88,7 +88,9 @@ def test_run_logs_terminal_stop(live_stack, page_as, unique_name):
     # The list, open in another tab, follows a start made elsewhere (here: the engine,
     # as the CLI would), through the events relay, without a reload.
     lst = page.context.new_page()
-    lst.goto(live_stack.url(f"/containers/?q={unique_name}"))
+    lst.goto(live_stack.url("/containers/"))
+    lst.fill("#q", unique_name)  # the search narrows the rows as one types
+    lst.wait_for_function("() => document.querySelectorAll('#rows tr').length === 1")
     row = lst.locator(f"#rows tr:has-text('{unique_name}') td.state")
     assert row.inner_text() == "exited"
     lst.wait_for_selector("body[data-live='1']")
