@@ -108,6 +108,17 @@ def record(
     )
 
 
+def record_invalid(request: Any, action: str, target: str, form: Any) -> None:
+    """A change refused because its form did not validate: on the record too, with what
+    was asked (the form's own fields, masked) and the errors."""
+    asked = {k: form.data.get(k) for k in form.fields if form.data.get(k) not in (None, "")}
+    errors = "; ".join(
+        " ".join(msgs) if field == "__all__" else f"{field}: {' '.join(msgs)}"
+        for field, msgs in form.errors.items()
+    )
+    record(request, action, target, asked, result=f"refused: {errors}")
+
+
 # -- the page's filters ----------------------------------------------------------------
 
 FILTERS = ("actor", "action", "target", "source", "since", "until", "q")

@@ -14,7 +14,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts import throttle
-from dashboard.accounts.audit import record
+from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.forms import MemberForm, RoleForm, TeamForm, UserCreateForm
 from dashboard.accounts.models import Grant, Team
 from dashboard.accounts.roles import an_active_admin_exists, role_of, role_required
@@ -94,6 +94,7 @@ def users(request):
 def user_create(request):
     form = UserCreateForm(request.POST)
     if not form.is_valid():
+        record_invalid(request, "user.create", request.POST.get("username", ""), form)
         return _users_page(request, form, status=invalid_status(request))
     name, role = form.cleaned_data["username"], form.cleaned_data["role"]
     password = _one_time_password()
@@ -160,6 +161,7 @@ def user_grant(request, uid: int):
     u = get_object_or_404(get_user_model(), pk=uid)
     form = RoleForm(request.POST)
     if not form.is_valid():
+        record_invalid(request, "user.grant", u.username, form)
         messages.error(request, f"Grant to {u.username}: choose viewer, operator or admin.")
         return _done(request, "accounts_users") or _users_page(request)
     role = form.cleaned_data["role"]
@@ -220,6 +222,7 @@ def teams(request):
 def team_create(request):
     form = TeamForm(request.POST)
     if not form.is_valid():
+        record_invalid(request, "team.create", request.POST.get("name", ""), form)
         return _teams_page(request, form, status=invalid_status(request))
     name, role = form.cleaned_data["name"], form.cleaned_data["role"]
     with transaction.atomic():
@@ -252,6 +255,7 @@ def team_grant(request, tid: int):
     t = get_object_or_404(Team, pk=tid)
     form = RoleForm(request.POST)
     if not form.is_valid():
+        record_invalid(request, "team.grant", t.name, form)
         messages.error(request, f"Grant to team {t.name}: choose viewer, operator or admin.")
         return _done(request, "accounts_teams") or _teams_page(request)
     role = form.cleaned_data["role"]
@@ -286,11 +290,12 @@ def team_member(request, tid: int):
     t = get_object_or_404(Team, pk=tid)
     form = MemberForm(request.POST)
     add = request.POST.get("op", "add") == "add"
+    action = "team.add_member" if add else "team.remove_member"
     if not form.is_valid():
+        record_invalid(request, action, t.name, form)
         errors = {t.pk: form.errors["username"][0]}
         return _teams_page(request, member_errors=errors, status=invalid_status(request))
     u = form.cleaned_data["username"]
-    action = "team.add_member" if add else "team.remove_member"
     try:
         with _keeping_an_admin():
             if add:

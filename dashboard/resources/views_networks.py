@@ -9,7 +9,7 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST, require_safe
 
-from dashboard.accounts.audit import record
+from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.resources.forms import ConnectForm, NetworkForm, add_engine_error
 from dashboard.resources.htmx import invalid_status, is_htmx, page
@@ -49,7 +49,9 @@ def networks(request):
 @require_POST
 def network_create(request):
     form = NetworkForm(request.POST)
-    if form.is_valid():
+    if not form.is_valid():
+        record_invalid(request, "network.create", request.POST.get("name", ""), form)
+    else:
         d = dict(form.cleaned_data)  # a copy: add_error() drops fields from cleaned_data
         params = {k: d[k] for k in ("driver", "subnet", "gateway", "internal")}
         try:
@@ -89,7 +91,9 @@ def network_remove(request, ref: str):
 
 def _link(request, ref: str, op: str):
     form = ConnectForm(request.POST)
-    if form.is_valid():
+    if not form.is_valid():
+        record_invalid(request, f"network.{op}", ref, form)
+    else:
         d = dict(form.cleaned_data)
         params = {"container": d["container"], "ip": d["ip"]} if op == "connect" else {
             "container": d["container"]}  # fmt: skip

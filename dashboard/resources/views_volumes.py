@@ -10,7 +10,7 @@ from django.http import Http404
 from django.shortcuts import redirect
 from django.views.decorators.http import require_POST, require_safe
 
-from dashboard.accounts.audit import record
+from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.live import tasks_api
 from dashboard.resources.forms import VolumeForm, add_engine_error
@@ -41,7 +41,9 @@ def volumes(request):
 @require_POST
 def volume_create(request):
     form = VolumeForm(request.POST)
-    if form.is_valid():
+    if not form.is_valid():
+        record_invalid(request, "volume.create", request.POST.get("name", ""), form)
+    else:
         name = form.cleaned_data["name"]
         params = {"name": name, "labels": form.cleaned_data["labels"]}
         try:
