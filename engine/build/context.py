@@ -10,7 +10,8 @@ context (``docker build - < Dockerfile``).
 
 ``.dockerignore`` (or ``<Dockerfile>.dockerignore`` beside the Dockerfile, as
 BuildKit reads it) is applied when files are looked up; the Dockerfile and
-``.dockerignore`` are always part of the context.
+``.dockerignore`` are read whether excluded or not, but COPY/ADD see them only
+when they are not excluded (Docker).
 """
 
 from __future__ import annotations

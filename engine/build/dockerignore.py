@@ -9,7 +9,8 @@
   directories, none included;
 - a pattern that matches a parent directory matches everything below it;
 - the last pattern that matches decides;
-- ``Dockerfile`` (the one in use) and ``.dockerignore`` are always sent.
+- the Dockerfile and ``.dockerignore`` are read by the build even when
+  excluded, but an excluded one is not copied by COPY/ADD (as Docker documents).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def _compile(pattern: str) -> re.Pattern[str]:
 class Matcher:
     """``excluded(rel_path)`` says whether a path of the context is left out."""
 
-    def __init__(self, patterns: list[str], always: tuple[str, ...] = ()):
+    def __init__(self, patterns: list[str]):
         self.patterns: list[_Pattern] = []
         for p in patterns:
             exclusion = p.startswith("!")
@@ -102,7 +103,6 @@ class Matcher:
             if not text:
                 continue
             self.patterns.append(_Pattern(text, exclusion, _compile(text)))
-        self.always = frozenset(posixpath.normpath(a) for a in always)
         self.has_exceptions = any(p.exclusion for p in self.patterns)
 
     def __bool__(self) -> bool:
@@ -110,7 +110,7 @@ class Matcher:
 
     def excluded(self, rel: str) -> bool:
         """Docker's MatchesOrParentMatches: the last matching pattern wins."""
-        if not self.patterns or rel in self.always:
+        if not self.patterns:
             return False
         parents = rel.split("/")[:-1]
         matched = False
@@ -131,6 +131,4 @@ class Matcher:
         """Whether the walk must still enter the excluded directory ``rel_dir``:
         Docker goes in only when an exception pattern starts with ``rel_dir/``."""
         prefix = rel_dir + "/"
-        if any(a.startswith(prefix) for a in self.always):
-            return True
         return any(p.exclusion and (p.text + "/").startswith(prefix) for p in self.patterns)

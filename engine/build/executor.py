@@ -168,7 +168,7 @@ class Builder:
             assert df_rel is not None
             text = read_dockerfile(ctx, df_rel)
         patterns = read_patterns(ignore_text(ctx.rfd, df_rel, df_host))
-        ctx.ignore = Matcher(patterns, (".dockerignore", *((df_rel,) if df_rel else ())))
+        ctx.ignore = Matcher(patterns)  # the Dockerfile was read already, excluded or not
         df = parse(text, df_name)
         self.warnings += [f"{df_name}:{line}: {msg}" for line, msg in df.warnings]
         for name, spec in self.opts.build_contexts.items():

@@ -7,8 +7,8 @@ import pytest
 from engine.build.dockerignore import Matcher, read_patterns
 
 
-def m(text: str, always: tuple[str, ...] = ("Dockerfile", ".dockerignore")) -> Matcher:
-    return Matcher(read_patterns(text), always)
+def m(text: str) -> Matcher:
+    return Matcher(read_patterns(text))
 
 
 def test_reading_cleans_and_skips_comments():
@@ -42,8 +42,8 @@ def test_reading_cleans_and_skips_comments():
         ("*\n!keep\nkeep", "keep", True),  # last match wins
         ("secret\n!secret/public\n", "secret/public/x", False),
         ("secret\n!secret/public\n", "secret/private", True),
-        ("*\n", "Dockerfile", False),  # always sent
-        ("*\n", ".dockerignore", False),
+        ("*\n", "Dockerfile", True),  # read by the build, but never copied then
+        ("*\n", ".dockerignore", True),
         ("*.md\n!README*.md\nREADME-secret.md", "README-secret.md", True),
         ("*.md\n!README*.md\nREADME-secret.md", "README.md", False),
     ],
@@ -58,9 +58,6 @@ def test_walk_pruning_follows_docker():
     # An exception below it: the walk must go in.
     assert m("build\n!build/keep.txt").may_include_below("build")
     assert not m("build\n!other/keep.txt").may_include_below("build")
-    # The Dockerfile kept in an excluded directory (-f sub/Dockerfile).
-    assert Matcher(["sub"], ("sub/Dockerfile",)).may_include_below("sub")
-    assert not Matcher(["sub"], ("sub/Dockerfile",)).excluded("sub/Dockerfile")
 
 
 def test_empty_matcher():

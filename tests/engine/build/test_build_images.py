@@ -390,3 +390,19 @@ def test_copy_from_names_a_stage_through_a_global_arg(busybox_env, tmp_path):
     p = busybox_env.berth("build", str(ctx))
     assert p.returncode == 1 and "Traceback" not in p.stderr
     assert "--from=$SRC expands to an empty name" in p.stderr
+
+
+def test_an_ignored_dockerfile_is_read_but_never_copied(busybox_env, tmp_path):
+    # Docker: excluding the Dockerfile and .dockerignore keeps them out of COPY/ADD,
+    # though the build still reads them.
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            ".dockerignore": "Dockerfile\n.dockerignore\n",
+            "Dockerfile": 'FROM busybox\nCOPY . /app/\nCMD ["ls", "-A", "/app"]\n',
+            "a.txt": "a\n",
+        },
+    )
+    p = busybox_env.berth("build", "-q", "-t", "ignored-df", str(ctx))
+    assert p.returncode == 0, p.stderr
+    assert busybox_env.berth("run", "--rm", "ignored-df", check=True).stdout == "a.txt\n"
