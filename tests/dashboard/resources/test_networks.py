@@ -137,3 +137,17 @@ def test_cli_container_start_imported_with_its_veth(client_as, dash_net):
     assert veth["host_ifname"] in links(dash_net)
     # Consequences are not actions: no entry of their own.
     assert not AuditEntry.objects.filter(action__in=["network.endpoint_up", "network.host_changes"])
+
+
+def test_refused_input_is_audited(client_as, dash_net):
+    c = client_as("operator")
+    bad = {"name": "n1", "driver": "bridge", "subnet": "10.0.0.0/99"}
+    r = c.post("/networks/create/", bad, REMOTE_ADDR="192.0.2.5")
+    assert r.status_code == 400
+    c.post("/networks/bridge/connect/", {"container": "c1", "ip": "1.2.3"})
+    e = AuditEntry.objects.get(action="network.create")
+    assert e.actor == "operator" and e.address == "192.0.2.5" and e.target == "n1"
+    assert e.result.startswith("refused: subnet: ") and "is not an IPv4 subnet" in e.result
+    assert e.params == {"name": "n1", "driver": "bridge", "subnet": "10.0.0.0/99"}
+    e = AuditEntry.objects.get(action="network.connect")
+    assert e.target == "bridge" and "ip: '1.2.3' is not an IPv4 address" in e.result
