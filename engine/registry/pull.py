@@ -34,6 +34,7 @@ from engine.registry.blobinfo import BlobInfoCache
 from engine.registry.client import RegistryClient
 from engine.registry.parallel import run_all
 from engine.registry.progress import Progress, short_id
+from engine.registry.staging import StagedBlob
 from engine.registry.unpack import BlobStream, Cancelled, fetch_and_unpack
 
 DEFAULT_CONCURRENCY = 3  # Docker's max-concurrent-downloads
@@ -155,36 +156,18 @@ class Puller:
         digest, size = desc["digest"], desc["size"]
         sid = short_id(digest)
         report = None if quiet else (lambda n: self.progress.bytes(sid, "Downloading", n, size))
-        tmp = self._staging()
-        try:
-            with open(tmp, "wb") as out:
-                src = BlobStream(self.client, repo, desc, out, what, report=report, cancel=cancel)
-                try:
-                    src.finish()
-                finally:
-                    src.close()
-                if not quiet:
-                    self.progress.layer(sid, "Verifying Checksum")
-                out.flush()
-                os.fsync(out.fileno())
-            self._install_blob(tmp, digest)
-            return src.count
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-
-    def _staging(self):
-        self.store.blobs.ensure_dirs()
-        return self.store.blobs.tmp / f"pull-{os.urandom(16).hex()}"
-
-    def _install_blob(self, tmp, digest: str) -> None:
-        """A verified, fsync'd staging file becomes the blob (as BlobStore.put_stream does)."""
-        os.chmod(tmp, 0o644)
-        final = self.store.blobs.path(digest)
-        if final.exists():
-            tmp.unlink()
-        else:
-            os.replace(tmp, final)
+        with StagedBlob(self.store.blobs) as staged:
+            src = BlobStream(
+                self.client, repo, desc, staged.file, what, report=report, cancel=cancel
+            )
+            try:
+                src.finish()
+            finally:
+                src.close()
+            if not quiet:
+                self.progress.layer(sid, "Verifying Checksum")
+            staged.install(digest)
+        return src.count
 
     def _layer_task(
         self,
@@ -202,14 +185,13 @@ class Puller:
         if fetch and len(unpack) == 1 and media in mf.GZIP_LAYERS + mf.UNCOMPRESSED_LAYERS:
             # The usual case: fetch, verify and unpack in one pass.
             chain, diff_id = unpack[0]
-            tmp = self._staging()
-            try:
+            with StagedBlob(self.store.blobs) as staged:
                 got, _ = fetch_and_unpack(
                     self.client,
                     repo,
                     desc,
                     gzipped=media in mf.GZIP_LAYERS,
-                    blob_tmp=tmp,
+                    blob_out=staged.file,
                     layers=self.store.layers,
                     chain_id=chain,
                     diff_id=check_digest(diff_id),
@@ -218,10 +200,7 @@ class Puller:
                     cancel=cancel,
                 )
                 self.progress.layer(sid, "Verifying Checksum")
-                self._install_blob(tmp, digest)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    tmp.unlink()
+                staged.install(digest)
             self.progress.layer(sid, "Download complete")
             self.progress.layer(sid, "Pull complete")
             return got

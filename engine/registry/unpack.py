@@ -23,6 +23,7 @@ import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 from engine.errors import InvalidArgument
 from engine.images import layers as layer_tars
@@ -271,7 +272,7 @@ def fetch_and_unpack(
     desc: dict,
     *,
     gzipped: bool,
-    blob_tmp: Path,
+    blob_out: BinaryIO,
     layers: LayerStore,
     chain_id: str,
     diff_id: str,
@@ -279,45 +280,42 @@ def fetch_and_unpack(
     report: Callable[[int], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> tuple[int, bool]:
-    """Stream one layer blob into ``blob_tmp`` and its unpacked layer into the
+    """Stream one layer blob into ``blob_out`` and its unpacked layer into the
     layer store; verified both ways. -> (bytes fetched, unpacked here?).
-    The caller installs ``blob_tmp`` (verified, fsync'd) into the blob store."""
+    The caller installs ``blob_out`` (verified) into the blob store."""
     unpacked = False
-    with open(blob_tmp, "wb") as out:
-        src = BlobStream(client, repo, desc, out, what, report=report, cancel=cancel)
+    src = BlobStream(client, repo, desc, blob_out, what, report=report, cancel=cancel)
 
-        def fill(diff_dir: Path) -> None:
-            nonlocal unpacked
-            # An uncompressed layer's blob digest is its diff ID: one hash is enough.
-            gunzip = Gunzip(src, f"layer {desc['digest']} of {what}") if gzipped else None
-            reader = gunzip or io.BufferedReader(src, CHUNK)
-            try:
-                layer_tars.extract_layer(reader, diff_dir)
-                if gunzip is not None:
-                    gunzip.drain()
-            except (Cancelled, RegistryError):
-                raise
-            except Exception:
-                # Bad gzip or tar data: if the blob is not the one asked for, say that.
-                src.finish()
-                raise
-            src.finish()  # a tampered blob stops here, before anything is installed
-            actual = gunzip.digest if gunzip is not None else "sha256:" + src.hash.hexdigest()
-            if actual != diff_id:
-                raise InvalidArgument(
-                    f"layer {desc['digest']} of {what} failed verification: uncompressed content has "
-                    f"digest {actual}, the image config says {diff_id}; refused",
-                    obj=desc["digest"],
-                )
-            unpacked = True
-
+    def fill(diff_dir: Path) -> None:
+        nonlocal unpacked
+        # An uncompressed layer's blob digest is its diff ID: one hash is enough.
+        gunzip = Gunzip(src, f"layer {desc['digest']} of {what}") if gzipped else None
+        reader = gunzip or io.BufferedReader(src, CHUNK)
         try:
-            install_layer(layers, chain_id, diff_id, fill)
-            if not unpacked:
-                src.finish()  # the layer was there already: just the blob
-            out.flush()
-            os.fsync(out.fileno())
-        finally:
-            with contextlib.suppress(Exception):
-                src.close()
+            layer_tars.extract_layer(reader, diff_dir)
+            if gunzip is not None:
+                gunzip.drain()
+        except (Cancelled, RegistryError):
+            raise
+        except Exception:
+            # Bad gzip or tar data: if the blob is not the one asked for, say that.
+            src.finish()
+            raise
+        src.finish()  # a tampered blob stops here, before anything is installed
+        actual = gunzip.digest if gunzip is not None else "sha256:" + src.hash.hexdigest()
+        if actual != diff_id:
+            raise InvalidArgument(
+                f"layer {desc['digest']} of {what} failed verification: uncompressed content has "
+                f"digest {actual}, the image config says {diff_id}; refused",
+                obj=desc["digest"],
+            )
+        unpacked = True
+
+    try:
+        install_layer(layers, chain_id, diff_id, fill)
+        if not unpacked:
+            src.finish()  # the layer was there already: just the blob
+    finally:
+        with contextlib.suppress(Exception):
+            src.close()
     return src.count, unpacked

@@ -13,6 +13,7 @@ import base64
 import http.client
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -91,8 +92,17 @@ class _Handler(BaseHTTPRequestHandler):
             length = resp.headers.get("Content-Length") if self.command == "HEAD" else None
             self.send_header("Content-Length", length or str(len(data)))
             self.end_headers()
-            if self.command != "HEAD":
+            if self.command == "HEAD":
+                return
+            delay = proxy.throttle(self) if proxy.throttle is not None else 0.0
+            if not delay:
                 self.wfile.write(data)
+                return
+            for i in range(0, len(data), 65536):  # slowly: a test interrupts the transfer
+                self.wfile.write(data[i : i + 65536])
+                self.wfile.flush()
+                proxy.sent_slowly += len(data[i : i + 65536])
+                time.sleep(delay)
         finally:
             conn.close()
 
@@ -118,6 +128,8 @@ class RegistryProxy:
         self.hook: Hook | None = None
         self.rewrite: Callable[[_Handler, int, dict], None] | None = None
         self.requests: list[dict] = []
+        self.throttle: Callable[[_Handler], float] | None = None  # seconds per 64 KiB
+        self.sent_slowly = 0
         self._httpd: _Server | None = None
 
     def require_basic(self, user: str, password: str) -> None:
