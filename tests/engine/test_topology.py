@@ -56,6 +56,13 @@ def test_graph_of_real_containers_matches_the_kernel(wired):
     # side lives in a's network namespace.
     (sh,) = _by_kind(g, "shares", "edges")
     assert (sh["source"], sh["target"]) == (_ctr(g, "side")["id"], a["id"])
+    # hn is on the host's network (the engine's host netns): no veth, the host network.
+    b("run", "-d", "--name", "hn", "--network", "host", "busybox", "sleep", "300", check=True)
+    g = eng.topology()
+    (hn,) = [e for e in g["edges"] if e["source"] == _ctr(g, "hn")["id"]]
+    hostnet = next(n for n in g["nodes"] if n["id"] == hn["target"])
+    assert hn["kind"] == "hostnet" and hostnet["driver"] == "host"
+    assert eng.container_host_ends("hn") == {}  # its links are the host's own
     # Stopping b (from the CLI) takes its node and veth away.
     b("stop", "-t", "1", "b", check=True)
     g2 = eng.topology()
