@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 
 from django.core.paginator import Paginator
-from django.http import StreamingHttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.views.decorators.http import require_safe
 
 from dashboard.accounts.audit import CSV_HEADER, FILTERS, csv_row, describe_change, filter_entries
@@ -61,7 +61,10 @@ class _Echo:
 @require_safe
 def audit_csv(request):
     _import(request)
-    qs, _errors = filter_entries(AuditEntry.objects.all(), request.GET)
+    qs, errors = filter_entries(AuditEntry.objects.all(), request.GET)
+    if errors:  # never the whole log in place of what was asked for
+        text = "; ".join(f"{k}: {v}" for k, v in errors.items())
+        return HttpResponse(text, status=400, content_type="text/plain; charset=utf-8")
     writer = csv.writer(_Echo())
 
     def rows():

@@ -246,3 +246,9 @@ def test_csv_export_defuses_formulas(client_as, users):
     assert targets == ["'" + evil, "'@SUM(1+1)"]
     for row in rows[1:]:
         assert not any(cell[:1] in ("=", "+", "-", "@", "\t", "\r") for cell in row), row
+
+
+def test_csv_export_refuses_a_bad_filter(client_as):
+    """A bad date must not silently export the whole log."""
+    r = client_as("viewer").get("/audit.csv", {"since": "last week"})
+    assert r.status_code == 400 and b"is not a date (YYYY-MM-DD)" in r.content
