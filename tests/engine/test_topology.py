@@ -134,3 +134,26 @@ def test_reach_a_published_port_from_another_network_and_the_loopback_one(wired)
     # A port nothing listens on, on a container of the same network.
     r = eng.topology_reach("a", "web:81")
     assert r["ok"] is False and r["check"] == "listening" and r["break_at"] == web
+
+
+def test_macvlan_container_hangs_off_its_parent_interface(net_env):
+    # The "LAN" card: one end of a veth pair (this kernel has no dummy devices).
+    subprocess.run(["ip", "-n", net_env.host_netns, "link", "add", "lan0", "type", "veth",
+                    "peer", "name", "lan0p"], check=True)  # fmt: skip
+    subprocess.run(["ip", "-n", net_env.host_netns, "link", "set", "lan0", "up"], check=True)
+    b = net_env.berth
+    b("network", "create", "-d", "macvlan", "-o", "parent=lan0", "--subnet", "192.168.77.0/24",
+      "lan", check=True)  # fmt: skip
+    b("run", "-d", "--name", "m", "--network", "lan", "busybox", "sleep", "300", check=True)
+    eng = net_env.engine()
+    g = eng.topology()
+    m = _ctr(g, "m")
+    (sub,) = [e for e in g["edges"] if e["source"] == m["id"]]
+    lan = next(n for n in g["nodes"] if n["id"] == sub["target"])
+    assert sub["kind"] == "sublink" and sub["ip"].startswith("192.168.77.")
+    assert lan["driver"] == "macvlan" and lan["parent"] == "lan0" and lan["state"] == "up"
+    (parent,) = [e for e in g["edges"] if e["kind"] == "parent"]
+    assert (parent["source"], parent["target"]) == (lan["id"], "if:lan0")
+    # The kernel links eth0 to lan0 as its parent.
+    end = eng.container_host_ends("m")["eth0"]
+    assert end["Kind"] == "macvlan" and end["HostIfname"] == "lan0" and end["Bridge"] == ""
