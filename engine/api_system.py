@@ -278,6 +278,13 @@ class SystemAPI:
 
         return ev_log.last_seq(self.db)
 
+    def events_after(self, seq: int, limit: int = 1000) -> list:
+        """The events log's own records (engine.events.Event) after ``seq``, oldest
+        first, at most ``limit``: what a feed that resumes by sequence number reads."""
+        from engine import events as ev_log
+
+        return ev_log.since(self.db, after_seq=max(0, seq), limit=limit)
+
     def follow_events(
         self,
         after_seq: int,

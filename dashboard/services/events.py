@@ -41,21 +41,13 @@ def as_dict(ev: Any) -> dict:
     }
 
 
-def _log():
-    # The engine's events module: the facade's events() reads whole time ranges in
-    # Docker's shape; the dashboard needs "after seq N, at most M" in the log's own shape.
-    from engine import events
-
-    return events
-
-
 def last_seq() -> int:
     return _engine().last_event_seq()
 
 
 def after(seq: int, limit: int = 1000) -> list[dict]:
     """Events with a sequence number above ``seq``, oldest first, at most ``limit``."""
-    return [as_dict(e) for e in _log().since(_engine().db, after_seq=max(0, seq), limit=limit)]
+    return [as_dict(e) for e in _engine().events_after(seq, limit)]
 
 
 def parse_filter(values: Any) -> tuple[str, ...]:
@@ -85,15 +77,14 @@ def recent(
     """The last ``limit`` matching events (oldest first) and the log's last seq at the
     time of the snapshot (the point to resume from, whether or not it matched)."""
     limit = max(1, min(int(limit), SNAPSHOT_MAX))
-    db = _engine().db
-    log = _log()
-    top = log.last_seq(db)
+    eng = _engine()
+    top = eng.last_event_seq()
     found: list[dict] = []
     hi, chunk = top, max(limit, 500)
     # Walk back in chunks until enough matched or the log's start is reached.
     while hi > 0 and len(found) < limit:
         lo = max(0, hi - chunk)
-        batch = [as_dict(e) for e in log.since(db, after_seq=lo, limit=hi - lo)]
+        batch = [as_dict(e) for e in eng.events_after(lo, limit=hi - lo)]
         batch = [e for e in batch if e["seq"] <= hi and matches(e, types, actions)]
         found[:0] = batch
         hi = lo

@@ -7,11 +7,31 @@ def test_x(client_as, engine_root):
 
 from __future__ import annotations
 
+import atexit
 import secrets
+import shutil
+import tempfile
+from pathlib import Path
 
 import pytest
 
 PASSWORD = "pw-for-tests-1"
+
+
+def _file_test_db() -> None:
+    """pytest-django makes SQLite test databases in memory, out of reach of the Celery
+    workers the integration tests run: a file in a fresh temp dir instead (made once
+    per session, removed at exit)."""
+    from django.conf import settings
+
+    test = settings.DATABASES["default"].setdefault("TEST", {})
+    if not test.get("NAME"):
+        tmp = tempfile.mkdtemp(prefix="berth-testdb-")
+        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+        test["NAME"] = str(Path(tmp) / "test.sqlite3")
+
+
+_file_test_db()
 ROLES = ("admin", "operator", "viewer")
 
 

@@ -3,7 +3,7 @@ Celery worker (`celery -A dashboard.celery:app worker -Q quick,long`) sharing th
 database, and helpers to read what it did.
 
 The worker is another process, so the test database must be a file it can open:
-DATABASES' TEST NAME is pointed at one (see _file_test_db) and the tests that use the
+tests/dashboard/conftest.py points DATABASES' TEST NAME at one, and the tests that use the
 worker use ``transactional_db`` so their rows are committed where the worker sees them.
 """
 
@@ -26,22 +26,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-
-
-def _file_test_db() -> None:
-    """pytest-django makes SQLite test databases in memory, out of a worker's reach;
-    a file in a fresh temp dir instead (for the whole session: the DB is made once).
-    Belongs in tests/dashboard/conftest.py (not this helper's file); harmless twice."""
-    from django.conf import settings
-
-    test = settings.DATABASES["default"].setdefault("TEST", {})
-    if not test.get("NAME"):
-        tmp = tempfile.mkdtemp(prefix="berth-testdb-")
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
-        test["NAME"] = str(Path(tmp) / "test.sqlite3")
-
-
-_file_test_db()
 
 
 def wait_for(check: Callable[[], object], timeout: float = 60, what: str = "condition"):
