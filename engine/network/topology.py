@@ -520,12 +520,19 @@ def is_empty(d: dict[str, Any]) -> bool:
 
 
 def counters(g: dict[str, Any], host: HostLinks) -> dict[str, Any]:
-    """Byte counters of each veth edge, from the host end (rx there = sent by the container)."""
+    """Byte counters of each veth edge, from the host end (rx there = sent by the
+    container), and of each bridge's uplink, from the bridge device (rx = from its
+    containers into the host: routed, NAT'd, or to the host itself)."""
+    bridges = {n["id"]: n.get("bridge", "") for n in g["nodes"] if n["kind"] == "network"}
     out: dict[str, list[int]] = {}
     for e in g["edges"]:
-        if e["kind"] != "veth":
+        if e["kind"] == "veth":
+            dev = e["host_ifname"]
+        elif e["kind"] == "uplink" and bridges.get(e["source"]):
+            dev = bridges[e["source"]]
+        else:
             continue
-        st = (host.links.get(e["host_ifname"]) or {}).get("stats64") or {}
+        st = (host.links.get(dev) or {}).get("stats64") or {}
         if st:
             out[e["id"]] = [int(st["rx"]["bytes"]), int(st["tx"]["bytes"])]
     return {"time": host.time, "edges": out}
@@ -533,7 +540,8 @@ def counters(g: dict[str, Any], host: HostLinks) -> dict[str, Any]:
 
 def rates(prev: dict[str, Any], cur: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Bytes/s per edge between two ``counters()`` samples: ``out`` is what the container
-    sent, ``in`` what it received; an edge new in ``cur`` (or reset) is left out."""
+    (for an uplink: the network) sent, ``in`` what it received; an edge new in ``cur``
+    (or reset) is left out."""
     dt = cur["time"] - prev["time"]
     if dt <= 0:
         return {}

@@ -80,7 +80,7 @@
 
   function applyRates(rates) {
     cy.batch(function () {
-      cy.edges("[kind = 'veth']").forEach(function (edge) {
+      cy.edges("[kind = 'veth'], [kind = 'uplink']").forEach(function (edge) {
         const r = rates[edge.id()];
         const base = edge.data("label") || "";
         if (!r) { edge.data("shown", base); edge.data("rate", ""); return; }

@@ -217,6 +217,11 @@ def test_rates_from_two_counter_samples():
     r = rates(c1, counters(g, k2))
     assert r[f"veth:{eps[0].host_ifname}"] == {"out": 2000.0, "in": 1000.0}
     assert r[f"veth:{eps[1].host_ifname}"] == {"out": 0.0, "in": 0.0}
+    # The uplink's rate is the bridge device's.
+    k1.links["btapp"]["stats64"] = {"rx": {"bytes": 0}, "tx": {"bytes": 0}}
+    k2.links["btapp"]["stats64"] = {"rx": {"bytes": 600}, "tx": {"bytes": 200}}
+    r = rates(counters(g, k1), counters(g, k2))
+    assert r[f"uplink:{APP.id}"] == {"out": 300.0, "in": 100.0}
     # A counter that went backwards (the veth was recreated) gives no rate.
     assert f"veth:{eps[0].host_ifname}" not in rates(counters(g, k2), c1 | {"time": 103.0})
 
