@@ -119,16 +119,21 @@ def read_dockerfile(ctx: BuildContext, rel: str) -> str:
     return data.decode("utf-8", "replace")
 
 
-def ignore_text(ctx_rfd: int, dockerfile_rel: str | None, dockerfile_host: Path | None) -> str:
-    """``<Dockerfile>.dockerignore`` beside the Dockerfile wins over ``.dockerignore``.
+def ignore_file(
+    ctx_rfd: int, dockerfile_rel: str | None, dockerfile_host: Path | None
+) -> tuple[str, str] | None:
+    """(where, text) of the ``.dockerignore`` in effect, or None: ``<Dockerfile>.dockerignore``
+    beside the Dockerfile wins over ``.dockerignore``. ``where`` is a path in the
+    context, or the host path beside a Dockerfile the user named outside the context.
 
     Inside the context it is read like every context file (resolved in the
-    context, regular files only); only for a Dockerfile the user named outside
-    the context is the file beside it read from the host."""
+    context, regular files only); only for a Dockerfile outside the context is
+    the file beside it read from the host."""
     if dockerfile_rel:
-        data = _read_in_context(ctx_rfd, dockerfile_rel + ".dockerignore")
+        rel = dockerfile_rel + ".dockerignore"
+        data = _read_in_context(ctx_rfd, rel)
         if data is not None:
-            return _read_ignore(data)
+            return rel, _read_ignore(data)
     elif dockerfile_host is not None:
         beside = Path(str(dockerfile_host) + ".dockerignore")
         try:
@@ -138,9 +143,15 @@ def ignore_text(ctx_rfd: int, dockerfile_rel: str | None, dockerfile_host: Path 
         if fd >= 0:
             with os.fdopen(fd, "rb") as f:
                 if stat.S_ISREG(os.fstat(fd).st_mode):
-                    return _read_ignore(f.read(_MAX_DOCKERFILE + 1))
+                    return str(beside), _read_ignore(f.read(_MAX_DOCKERFILE + 1))
     data = _read_in_context(ctx_rfd, ".dockerignore")
-    return _read_ignore(data) if data is not None else ""
+    return (".dockerignore", _read_ignore(data)) if data is not None else None
+
+
+def ignore_text(ctx_rfd: int, dockerfile_rel: str | None, dockerfile_host: Path | None) -> str:
+    """The text of the ``.dockerignore`` in effect (see :func:`ignore_file`), or ""."""
+    found = ignore_file(ctx_rfd, dockerfile_rel, dockerfile_host)
+    return found[1] if found else ""
 
 
 def _read_in_context(ctx_rfd: int, rel: str) -> bytes | None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,19 +61,21 @@ def _glob_prefix(pattern: str, rel: str) -> bool:
     return all(fnmatch.fnmatchcase(p, w) for p, w in zip(parts, want, strict=False))
 
 
-def dockerignore_for(dockerfile: Path, context: Path) -> Path | None:
-    """``<Dockerfile>.dockerignore`` beside the Dockerfile wins over the context's (BuildKit)."""
-    beside = dockerfile.parent / (dockerfile.name + ".dockerignore")
-    for p in (beside, context / ".dockerignore"):
-        if p.is_file():
-            return p
-    return None
-
-
 def read_context(path: Path, dockerfile: Path) -> Context:
-    ignore = dockerignore_for(dockerfile, path)
-    matcher = _matcher(ignore.read_text(errors="replace") if ignore else "")
-    ctx = Context(path, ignore)
+    # The .dockerignore the builder would use, read as it reads it (inside the context).
+    from engine.build.context import ignore_file, rel_in_context
+    from engine.build.dockerignore import Matcher, read_patterns
+    from engine.safepath import open_root
+
+    df_rel = rel_in_context(path, dockerfile)
+    rfd = open_root(path)
+    try:
+        found = ignore_file(rfd, df_rel, None if df_rel else dockerfile)
+    finally:
+        os.close(rfd)
+    matcher = Matcher(read_patterns(found[1] if found else "")).excluded
+    ctx = Context(path, path / found[0] if found else None)
+    always = {".dockerignore", df_rel or dockerfile.name}  # sent even when excluded
     base = str(path)
     count = 0
     for dirpath, dirnames, filenames in os.walk(base):
@@ -94,67 +95,11 @@ def read_context(path: Path, dockerfile: Path) -> Context:
                 size = os.lstat(os.path.join(dirpath, name)).st_size
             except OSError:
                 continue
-            if matcher(rel) and rel not in (".dockerignore", dockerfile.name):
+            if matcher(rel) and rel not in always:
                 ctx.ignored_bytes += size
             else:
                 ctx.files[rel] = size
     return ctx
-
-
-def _matcher(text: str):
-    """``.dockerignore`` rules: the builder's own matcher (so advise sends what
-    ``berth build`` sends), else Docker's rules in brief (``**``, ``!``
-    exceptions, last match wins, a matched directory takes its contents along)."""
-    try:
-        from engine.build.dockerignore import Matcher, read_patterns
-    except ImportError:
-        return _fallback_matcher(text)
-    return Matcher(read_patterns(text)).excluded
-
-
-def _fallback_matcher(text: str):
-    rules: list[tuple[bool, re.Pattern[str]]] = []
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        neg = line.startswith("!")
-        pat = os.path.normpath(line[1:] if neg else line).lstrip("/")
-        if pat in ("", "."):
-            continue
-        rules.append((neg, re.compile(_regex(pat))))
-
-    def ignored(rel: str) -> bool:
-        parts = rel.split("/")
-        candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        hit = False
-        for neg, rx in rules:
-            if any(rx.fullmatch(c) for c in candidates):
-                hit = not neg
-        return hit
-
-    return ignored
-
-
-def _regex(pat: str) -> str:
-    out, i = [], 0
-    while i < len(pat):
-        if pat.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pat.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pat[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pat[i] == "?":
-            out.append("[^/]")
-            i += 1
-        else:
-            out.append(re.escape(pat[i]))
-            i += 1
-    return "".join(out)
 
 
 def key_files(ctx: Context, files: dict[str, int]) -> list[tuple[str, int, str]]:

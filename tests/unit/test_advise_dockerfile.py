@@ -167,6 +167,25 @@ def test_no_dockerignore_with_a_large_context(messy, tidy, tmp_path):
     assert not only(advise_dockerfile(str(small / "Dockerfile")), "no-dockerignore")
 
 
+def test_context_dockerignore_is_read_inside_the_context(tmp_path):
+    # As the builder reads it: a .dockerignore symlinked out of the context is resolved
+    # inside it (here: nothing), never the host file it points at; a FIFO is no file.
+    outside = write(tmp_path / "outside", {"ignore": "*\n"})
+    ctx = write(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY . /\n", "a": 100})
+    os.symlink(str(outside / "ignore"), ctx / ".dockerignore")
+    report = advise_dockerfile(str(ctx / "Dockerfile"))
+    assert report["context"]["dockerignore"] is None
+    assert report["context"]["ignored_bytes"] == 0
+    os.unlink(ctx / ".dockerignore")
+    os.mkfifo(ctx / "Dockerfile.dockerignore")
+    assert advise_dockerfile(str(ctx / "Dockerfile"))["context"]["dockerignore"] is None
+    os.unlink(ctx / "Dockerfile.dockerignore")
+    (ctx / "Dockerfile.dockerignore").write_text("a\n")
+    report = advise_dockerfile(str(ctx / "Dockerfile"))
+    assert report["context"]["dockerignore"] == str(ctx / "Dockerfile.dockerignore")
+    assert report["context"]["ignored_bytes"] == 100
+
+
 def test_build_tools(messy, tidy, tmp_path):
     (f,) = only(messy, "build-tools")
     assert f["lines"] == [7] and "a single-stage image" in f["title"]

@@ -1,13 +1,11 @@
 """The advisor's tables: which names are secrets, build tools, full bases,
-caches and key files; and the context's .dockerignore fallback agreeing with
-the builder's matcher."""
+caches and key files."""
 
 from __future__ import annotations
 
 import pytest
 
 from engine.images import advise_rules as R
-from engine.images.advise_context import _fallback_matcher, _matcher
 
 
 @pytest.mark.parametrize(
@@ -81,15 +79,3 @@ def test_key_file_names():
 def test_masked_never_shows_the_value():
     assert R.masked("hunter2hunter2") == "h… (14 characters)"
     assert R.masked("abc") == "***" and R.masked("") == "(empty)"
-
-
-IGNORE = "# comment\n*.log\n**/node_modules\nbuild/\n!build/keep.txt\n/secret\n"
-
-
-@pytest.mark.parametrize(
-    "rel",
-    ["a.log", "x/a.log", "node_modules/m/i.js", "a/b/node_modules/x", "build/out.o",
-     "build/keep.txt", "secret", "secret/x", "src/main.c", "Dockerfile"],
-)  # fmt: skip
-def test_fallback_dockerignore_agrees_with_the_builder(rel):
-    assert _fallback_matcher(IGNORE)(rel) == _matcher(IGNORE)(rel)
