@@ -9,7 +9,7 @@ from contextlib import contextmanager
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.shortcuts import get_object_or_404, redirect
+from django.shortcuts import get_object_or_404
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST, require_safe
 
@@ -18,7 +18,7 @@ from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.forms import MemberForm, RoleForm, TeamForm, UserCreateForm
 from dashboard.accounts.models import Grant, Team
 from dashboard.accounts.roles import an_active_admin_exists, role_of, role_required
-from dashboard.resources.htmx import invalid_status, is_htmx, page
+from dashboard.resources.htmx import after_change, invalid_status, page
 
 
 def _one_time_password() -> str:
@@ -47,11 +47,12 @@ def _users_page(request, form=None, created=None, status=200):
     return resp
 
 
-def _done(request, to: str, *args):
-    """After a change: the page again (htmx), or a redirect to it (plain POST)."""
-    if is_htmx(request):
-        return None
-    return redirect(to, *args)
+def _users_done(request):
+    return after_change(request, _users_page, "accounts_users")
+
+
+def _teams_done(request):
+    return after_change(request, _teams_page, "accounts_teams")
 
 
 NO_ADMIN_LEFT = "no active admin would remain"
@@ -76,11 +77,7 @@ def _refuse(request, action: str, target: str, why: str, params: dict | None = N
     """A refused change: said on the page and on the record; the page again."""
     messages.error(request, f"{action} {target}: refused, {why}.")
     record(request, action, target, params, result=f"refused: {why}")
-    if action.startswith("team."):
-        return _done(request, "accounts_teams") or _teams_page(
-            request, status=invalid_status(request)
-        )
-    return _done(request, "accounts_users") or _users_page(request, status=invalid_status(request))
+    return _teams_done(request) if action.startswith("team.") else _users_done(request)
 
 
 @role_required("admin")
@@ -128,9 +125,7 @@ def user_active(request, uid: int):
     if u.pk == request.user.pk and not active:
         messages.error(request, "You cannot deactivate your own account.")
         record(request, action, u.username, result="refused: own account")
-        return _done(request, "accounts_users") or _users_page(
-            request, status=invalid_status(request)
-        )
+        return _users_done(request)
     try:
         with _keeping_an_admin():
             u.is_active = active
@@ -143,7 +138,7 @@ def user_active(request, uid: int):
         _end_sessions(u)
     record(request, action, u.username)
     messages.success(request, f"{u.username} {'activated' if active else 'deactivated'}.")
-    return _done(request, "accounts_users") or _users_page(request)
+    return _users_done(request)
 
 
 def _end_sessions(user) -> None:
@@ -163,7 +158,7 @@ def user_grant(request, uid: int):
     if not form.is_valid():
         record_invalid(request, "user.grant", u.username, form)
         messages.error(request, f"Grant to {u.username}: choose viewer, operator or admin.")
-        return _done(request, "accounts_users") or _users_page(request)
+        return _users_done(request)
     role = form.cleaned_data["role"]
     try:
         with _keeping_an_admin():
@@ -173,7 +168,7 @@ def user_grant(request, uid: int):
         return _refuse(request, "user.grant", u.username, NO_ADMIN_LEFT, {"role": role})
     record(request, "user.grant", u.username, {"role": role})
     messages.success(request, f"{u.username} now has the {role} role directly.")
-    return _done(request, "accounts_users") or _users_page(request)
+    return _users_done(request)
 
 
 @role_required("admin")
@@ -183,9 +178,7 @@ def user_revoke(request, uid: int):
     if u.pk == request.user.pk:
         messages.error(request, "You cannot revoke your own role.")
         record(request, "user.revoke", u.username, result="refused: own account")
-        return _done(request, "accounts_users") or _users_page(
-            request, status=invalid_status(request)
-        )
+        return _users_done(request)
     try:
         with _keeping_an_admin():
             n, _ = Grant.objects.filter(user=u).delete()
@@ -193,7 +186,7 @@ def user_revoke(request, uid: int):
         return _refuse(request, "user.revoke", u.username, NO_ADMIN_LEFT)
     record(request, "user.revoke", u.username, result="ok" if n else "no direct grant")
     messages.success(request, f"{u.username}'s direct role was revoked.")
-    return _done(request, "accounts_users") or _users_page(request)
+    return _users_done(request)
 
 
 # -- teams ---------------------------------------------------------------------------------
@@ -231,7 +224,7 @@ def team_create(request):
             Grant.objects.create(team=t, role=role)
     record(request, "team.create", name, {"role": role or "none"})
     messages.success(request, f"Team {name} created.")
-    return _done(request, "accounts_teams") or _teams_page(request)
+    return _teams_done(request)
 
 
 @role_required("admin")
@@ -246,7 +239,7 @@ def team_delete(request, tid: int):
         return _refuse(request, "team.delete", name, NO_ADMIN_LEFT)
     record(request, "team.delete", name)
     messages.success(request, f"Team {name} deleted.")
-    return _done(request, "accounts_teams") or _teams_page(request)
+    return _teams_done(request)
 
 
 @role_required("admin")
@@ -257,7 +250,7 @@ def team_grant(request, tid: int):
     if not form.is_valid():
         record_invalid(request, "team.grant", t.name, form)
         messages.error(request, f"Grant to team {t.name}: choose viewer, operator or admin.")
-        return _done(request, "accounts_teams") or _teams_page(request)
+        return _teams_done(request)
     role = form.cleaned_data["role"]
     try:
         with _keeping_an_admin():
@@ -267,7 +260,7 @@ def team_grant(request, tid: int):
         return _refuse(request, "team.grant", t.name, NO_ADMIN_LEFT, {"role": role})
     record(request, "team.grant", t.name, {"role": role})
     messages.success(request, f"Team {t.name} now grants {role}.")
-    return _done(request, "accounts_teams") or _teams_page(request)
+    return _teams_done(request)
 
 
 @role_required("admin")
@@ -281,7 +274,7 @@ def team_revoke(request, tid: int):
         return _refuse(request, "team.revoke", t.name, NO_ADMIN_LEFT)
     record(request, "team.revoke", t.name)
     messages.success(request, f"Team {t.name} grants no role now.")
-    return _done(request, "accounts_teams") or _teams_page(request)
+    return _teams_done(request)
 
 
 @role_required("admin")
@@ -306,4 +299,4 @@ def team_member(request, tid: int):
         return _refuse(request, action, t.name, NO_ADMIN_LEFT, {"user": u.username})
     record(request, action, t.name, {"user": u.username})
     messages.success(request, f"{u.username} {'added to' if add else 'removed from'} {t.name}.")
-    return _done(request, "accounts_teams") or _teams_page(request)
+    return _teams_done(request)

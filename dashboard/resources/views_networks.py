@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect
 from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.resources.forms import ConnectForm, NetworkForm, add_engine_error
-from dashboard.resources.htmx import invalid_status, is_htmx, page
+from dashboard.resources.htmx import after_change, invalid_status, page
 from dashboard.services import networks as svc
 
 
@@ -65,7 +64,7 @@ def network_create(request):
             messages.success(
                 request, f"Network {row['name']} created ({row['subnet'] or 'no subnet'})."
             )
-            return _list_page(request) if is_htmx(request) else redirect("resources:networks")
+            return after_change(request, _list_page, "resources:networks")
     return _list_page(request, form, invalid_status(request))
 
 
@@ -83,10 +82,10 @@ def network_remove(request, ref: str):
     except svc.EngineError as e:
         record(request, "network.remove", ref, result=f"error: {e}")
         messages.error(request, f"Cannot remove network {ref}: {e}")
-        return _list_page(request, status=200 if is_htmx(request) else 409)
+        return _list_page(request, status=invalid_status(request, 409))
     record(request, "network.remove", ref, host_changes=changes)
     messages.success(request, f"Network {ref} removed.")
-    return _list_page(request) if is_htmx(request) else redirect("resources:networks")
+    return after_change(request, _list_page, "resources:networks")
 
 
 def _link(request, ref: str, op: str):
@@ -109,9 +108,7 @@ def _link(request, ref: str, op: str):
             record(request, f"network.{op}", ref, params, host_changes=changes)
             word = "connected to" if op == "connect" else "disconnected from"
             messages.success(request, f"{d['container']} {word} {ref}.")
-            if is_htmx(request):
-                return _detail_page(request, ref)
-            return redirect("resources:network", ref)
+            return after_change(request, lambda r: _detail_page(r, ref), "resources:network", ref)
     return _detail_page(request, ref, form, invalid_status(request))
 
 

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.http import Http404
-from django.shortcuts import redirect
 from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.accounts.audit import record, record_invalid
 from dashboard.accounts.roles import has_role, role_required
 from dashboard.live import tasks_api
 from dashboard.resources.forms import VolumeForm, add_engine_error
-from dashboard.resources.htmx import invalid_status, is_htmx, page, to_task
+from dashboard.resources.htmx import after_change, invalid_status, page, to_task
 from dashboard.services import volumes as svc
 
 
@@ -27,8 +26,8 @@ def _list_page(request, form=None, status=200):
     return page(request, "resources/volumes.html", ctx, status)
 
 
-def _after(request, to="resources:volumes", *args):
-    return _list_page(request) if is_htmx(request) else redirect(to, *args)
+def _after(request):
+    return after_change(request, _list_page, "resources:volumes")
 
 
 @role_required("viewer")
@@ -82,8 +81,7 @@ def volume_remove(request, name: str):
     except svc.EngineError as e:
         record(request, "volume.remove", name, {"force": force}, result=f"error: {e}")
         messages.error(request, f"Cannot remove volume {name}: {e}")
-        status = 200 if is_htmx(request) else 409
-        return _list_page(request, status=status)
+        return _list_page(request, status=invalid_status(request, 409))
     record(request, "volume.remove", name, {"force": force})
     messages.success(request, f"Volume {name} removed.")
     return _after(request)
