@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import time
 import uuid
@@ -86,13 +87,23 @@ class Workspace:
                     os.close(fd)
 
 
-def _remove_tree(d: Path) -> None:
-    # Unmount anything still mounted below (a crash between mount and umount).
+def detach_mounts_below(d: Path) -> None:
+    """Detach every mount below ``d``, deepest first, so that deleting ``d`` never
+    deletes through a mount (a crash between mount and umount, a tool's leftovers)."""
     prefix = str(d) + "/"
+    targets = []
     with contextlib.suppress(OSError), open("/proc/self/mountinfo") as f:
-        targets = [line.split()[4] for line in f if line.split()[4].startswith(prefix)]
+        for line in f:
+            # mountinfo escapes blanks and backslashes in paths as octal (\040...).
+            target = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+            if target.startswith(prefix):
+                targets.append(target)
     for t in sorted(targets, key=len, reverse=True):
         mounts.umount(t)
+
+
+def _remove_tree(d: Path) -> None:
+    detach_mounts_below(d)
     shutil.rmtree(d, ignore_errors=True)
 
 

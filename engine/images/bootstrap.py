@@ -218,7 +218,15 @@ def bootstrap_debian(
         if include:
             cmd.append("--include=" + ",".join(include))
         cmd += [suite, str(rootfs), mirror]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            # debootstrap mounts /proc, /sys and device binds in its target and leaves
+            # them when it fails or is killed (Ctrl-C): detach them before anything
+            # below is deleted, or the deletion would reach through them.
+            from engine.build.rootfs import detach_mounts_below
+
+            detach_mounts_below(rootfs)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
             raise EngineError(f"debootstrap {suite} failed: " + " | ".join(tail), obj=ref)
