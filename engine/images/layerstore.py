@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +101,31 @@ class LayerStore:
         The uncompressed content must hash to ``diff_id``: that is how a
         layer from an archive or registry is verified against the image config.
         """
+
+        def fill(diff_dir: Path) -> None:
+            with self.blobs.open(blob_digest) as raw, decompressed(raw) as plain:
+                # Hash the *uncompressed* bytes: that is what the diff ID names.
+                reader = HashingReader(plain)
+                layer_tars.extract_layer(reader, diff_dir)  # type: ignore[arg-type]
+                reader.drain()
+            if reader.digest != diff_id:
+                raise InvalidArgument(
+                    f"layer {blob_digest} failed verification: uncompressed content has "
+                    f"digest {reader.digest}, the image config says {diff_id}",
+                    obj=blob_digest,
+                )
+
+        return self.install(chain_id, diff_id, fill)
+
+    def install(self, chain_id: str, diff_id: str, fill: Callable[[Path], None]) -> LayerInfo:
+        """Layer ``chain_id`` made by ``fill(diff_dir)`` unless already there.
+
+        ``fill`` writes the layer's content into an empty directory and must
+        verify it (raise to refuse it: nothing is installed). It is called under
+        the layer's lock, in a staging directory renamed into place only after
+        ``meta.json`` is written; not at all if the layer exists (or appears
+        while waiting for the lock: another process made it).
+        """
         info = self.get(chain_id)
         if info is not None:
             return info
@@ -121,17 +147,7 @@ class LayerStore:
             tmp = self.dir / f"{hexid}.tmp-{uuid.uuid4().hex[:12]}"
             (tmp / "diff").mkdir(parents=True)
             try:
-                with self.blobs.open(blob_digest) as raw, decompressed(raw) as plain:
-                    # Hash the *uncompressed* bytes: that is what the diff ID names.
-                    reader = HashingReader(plain)
-                    layer_tars.extract_layer(reader, tmp / "diff")  # type: ignore[arg-type]
-                    reader.drain()
-                if reader.digest != diff_id:
-                    raise InvalidArgument(
-                        f"layer {blob_digest} failed verification: uncompressed content has "
-                        f"digest {reader.digest}, the image config says {diff_id}",
-                        obj=blob_digest,
-                    )
+                fill(tmp / "diff")
                 size = dir_size(tmp / "diff")
                 meta = {"chain_id": chain_id, "diff_id": diff_id, "size": size}
                 (tmp / META).write_text(json.dumps(meta))

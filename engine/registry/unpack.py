@@ -5,10 +5,9 @@ digests are right, so a tampered blob leaves nothing behind; and no byte is
 read twice (a separate unpack would read the whole blob back and inflate it
 after the download, instead of while the next bytes are on their way).
 
-Installing the layer follows the layer store's protocol (engine/images/
-layerstore.py): under the layer's lock, unpack into ``<hex>.tmp-<random>``,
-write ``meta.json``, rename to ``<hex>``. ``LayerStore.ensure`` then finds it
-whole and does nothing.
+The layer is installed by the layer store (``LayerStore.install``: under the
+layer's lock, into a staging directory, renamed once whole); this module
+only supplies the content and its checks.
 """
 
 from __future__ import annotations
@@ -17,8 +16,6 @@ import contextlib
 import hashlib
 import http.client
 import io
-import json
-import os
 import threading
 import zlib
 from collections.abc import Callable
@@ -28,8 +25,7 @@ from typing import BinaryIO
 from engine.errors import InvalidArgument
 from engine.images import layers as layer_tars
 from engine.images.content import CHUNK
-from engine.images.layerstore import META, LayerInfo, LayerStore, dir_size
-from engine.locks import file_lock
+from engine.images.layerstore import LayerStore
 from engine.registry.client import RegistryClient, describe_oserror
 from engine.registry.errors import RegistryError
 
@@ -225,47 +221,6 @@ class Gunzip(io.RawIOBase):
             pass
 
 
-def install_layer(
-    layers: LayerStore,
-    chain_id: str,
-    diff_id: str,
-    fill: Callable[[Path], None],
-) -> LayerInfo:
-    """The layer store's install protocol around ``fill(diff_dir)``: under the
-    layer's lock, into a staging directory, ``meta.json``, then the rename.
-    If the layer appeared meanwhile (another pull), ``fill`` is not called."""
-    hexid = chain_id.split(":", 1)[1]
-    layers.dir.mkdir(parents=True, exist_ok=True)
-    with file_lock(layers.locks_dir / f"images-layer-{hexid}.lock"):
-        info = layers.get(chain_id)
-        if info is not None:
-            return info
-        for stale in layers.dir.glob(f"{hexid}.tmp-*"):
-            _rmtree(stale)
-        final = layers.path(chain_id)
-        if final.exists():  # without meta.json: not whole
-            _rmtree(final)
-        tmp = layers.dir / f"{hexid}.tmp-{os.urandom(6).hex()}"
-        (tmp / "diff").mkdir(parents=True)
-        try:
-            fill(tmp / "diff")
-            size = dir_size(tmp / "diff")
-            (tmp / META).write_text(
-                json.dumps({"chain_id": chain_id, "diff_id": diff_id, "size": size})
-            )
-            os.replace(tmp, final)
-        except BaseException:
-            _rmtree(tmp)
-            raise
-        return LayerInfo(chain_id, diff_id, size, final / "diff")
-
-
-def _rmtree(path: Path) -> None:
-    from engine.images.layerstore import _rmtree as rm
-
-    rm(path)
-
-
 def fetch_and_unpack(
     client: RegistryClient,
     repo: str,
@@ -312,7 +267,7 @@ def fetch_and_unpack(
         unpacked = True
 
     try:
-        install_layer(layers, chain_id, diff_id, fill)
+        layers.install(chain_id, diff_id, fill)
         if not unpacked:
             src.finish()  # the layer was there already: just the blob
     finally:
