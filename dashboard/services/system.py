@@ -18,10 +18,6 @@ from engine.units import human_size
 __all__ = ["EngineError", "disk_usage", "host_usage", "overview", "prune", "prune_preview"]
 
 
-def human(n: int) -> str:
-    return human_size(n)
-
-
 def host_usage() -> dict[str, Any]:
     """This host's load and memory now (the overview's "host CPU/memory").
 
@@ -82,13 +78,13 @@ def disk_usage(user: Any) -> dict[str, Any]:
         },
     ]
     for k in kinds:
-        k["size_h"], k["reclaimable_h"] = human(k["size"]), human(k["reclaimable"])
+        k["size_h"], k["reclaimable_h"] = human_size(k["size"]), human_size(k["reclaimable"])
     for i in imgs:
-        i["size_h"], i["unique_h"] = human(i["Size"]), human(i["UniqueSize"])
+        i["size_h"], i["unique_h"] = human_size(i["Size"]), human_size(i["UniqueSize"])
     for c in ctrs:
-        c["size_h"] = human(c["SizeRw"])
+        c["size_h"] = human_size(c["SizeRw"])
     for v in vols:
-        v["size_h"] = human(v["Size"])
+        v["size_h"] = human_size(v["Size"])
     return {"kinds": kinds, "images": imgs, "containers": ctrs, "volumes": vols}
 
 
@@ -110,7 +106,7 @@ def prune_preview(user: Any, all_images: bool = False, volumes: bool = False) ->
     containers = [{"id": c.id[:12], "name": c.name, "state": c.state} for c in going]
     images = [
         {"id": i["Id"].removeprefix("sha256:")[:12], "tags": ", ".join(i["RepoTags"]) or "<none>",
-         "size": human(i["UniqueSize"])}
+         "size": human_size(i["UniqueSize"])}
         for i in eng.image_df()
         if (all_images or not i["RepoTags"]) and i["Id"] not in kept_images
     ]  # fmt: skip
@@ -131,7 +127,7 @@ def prune(user: Any, all_images: bool = False, volumes: bool = False) -> dict[st
         "containers": [c[:12] for c in deleted_ctrs],
         "images": list(r["Images"].get("Lines", [])),
         "volumes": list(r.get("Volumes", {}).get("VolumesDeleted", [])),
-        "reclaimed": human(
+        "reclaimed": human_size(
             int(r["Images"].get("SpaceReclaimed", 0))
             + int(r.get("Volumes", {}).get("SpaceReclaimed", 0))
         ),

@@ -9,8 +9,8 @@ from dashboard.services import engine_for
 from engine.errors import EngineError, InvalidArgument
 from engine.units import human_size
 
-__all__ = ["EngineError", "InvalidArgument", "create", "inspect", "list_all", "prune",
-           "prune_preview", "remove"]  # fmt: skip
+__all__ = ["EngineError", "InvalidArgument", "create", "exists", "inspect", "list_all",
+           "parse_labels", "prune", "prune_preview", "remove"]  # fmt: skip
 
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 
@@ -64,9 +64,10 @@ def exists(user: Any, name: str) -> bool:
 
 def inspect(user: Any, name: str) -> dict:
     eng = engine_for(user)
-    row = _row(eng, eng.inspect_volume(name))
+    raw = eng.inspect_volume(name)
+    row = _row(eng, raw)
     row["size"] = human_size(eng.volume_size(name))
-    row["raw"] = eng.inspect_volume(name)
+    row["raw"] = raw
     return row
 
 
