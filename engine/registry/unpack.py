@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from engine.errors import InvalidArgument
+from engine.errors import EngineError, InvalidArgument
 from engine.images import layers as layer_tars
 from engine.images.content import CHUNK
 from engine.images.layerstore import LayerStore
@@ -252,9 +252,13 @@ def fetch_and_unpack(
                 gunzip.drain()
         except (Cancelled, RegistryError):
             raise
-        except Exception:
+        except Exception as e:
             # Bad gzip or tar data: if the blob is not the one asked for, say that.
             src.finish()
+            if isinstance(e, EngineError):  # a bad entry: say which layer of which image
+                raise type(e)(
+                    f"layer {desc['digest']} of {what}: {e}", obj=desc["digest"], errno=e.errno
+                ) from None
             raise
         src.finish()  # a tampered blob stops here, before anything is installed
         actual = gunzip.digest if gunzip is not None else "sha256:" + src.hash.hexdigest()

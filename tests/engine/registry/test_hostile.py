@@ -288,6 +288,7 @@ def test_layer_paths_never_leave_the_store(registry_plain, fresh_env, tmp_path):
             eng.pull_image(f"{registry_plain.host}/hostile/{name}:latest")
         except EngineError as e:
             assert "\n" not in str(e)
+            assert str(e).startswith("layer sha256:") and f"hostile/{name}" in str(e), str(e)
         assert sorted(p.name for p in outside.iterdir()) == ["secret"], name
         assert (outside / "secret").read_bytes() == b"secret", name
     written = [p for p in tmp_path.rglob("via-*")]
