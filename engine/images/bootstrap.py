@@ -320,11 +320,11 @@ def cached_debian_archive(
                 and not Path(f"/proc/{pid}").exists()
             ):
                 if old.is_dir():
-                    shutil.rmtree(old, ignore_errors=True)
+                    _remove_work_dir(old)
                 else:
                     old.unlink(missing_ok=True)
         work = cache_dir / f".work-{os.getpid()}"
-        shutil.rmtree(work, ignore_errors=True)
+        _remove_work_dir(work)
         try:
             store = ImageStore(work / "images", work / "locks")
             bootstrap_debian(store, ref, include, suite=suite, mirror=mirror)
@@ -335,5 +335,14 @@ def cached_debian_archive(
                 os.fsync(out.fileno())
             os.replace(tmp, final)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            _remove_work_dir(work)
     return final
+
+
+def _remove_work_dir(work: Path) -> None:
+    """A work dir, after detaching what a killed debootstrap left mounted in it."""
+    from engine.build.rootfs import detach_mounts_below
+
+    if work.is_dir():
+        detach_mounts_below(work)
+    shutil.rmtree(work, ignore_errors=True)
