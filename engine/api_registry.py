@@ -154,8 +154,9 @@ class RegistryAPI:
                 try:
                     rec = self.images.get(str(target))
                 except NotFound:
+                    # Docker's words, and like Docker the name without its tag.
                     raise NotFound(
-                        f"An image does not exist locally with the tag: {target.familiar()}",
+                        f"An image does not exist locally with the tag: {target.familiar_name}",
                         obj=target.familiar(),
                     ) from None
                 result = pusher.push(rec, target).to_dict()

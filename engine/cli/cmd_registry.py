@@ -163,8 +163,12 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     from engine.cli.main import engine_from
+    from engine.images import reference as refs
 
     eng = engine_from(args)
+    parsed = refs.parse_reference(args.image, default_tag=False)
+    if not args.quiet and not args.all_tags and not parsed.tagged_or_digested():
+        print("Using default tag: latest")  # as docker push
     printer = None if args.quiet else ProgressPrinter(sys.stdout)
     result = eng.push_image(
         args.image,

@@ -47,9 +47,6 @@ def concurrency_from_env() -> int:
         return DEFAULT_CONCURRENCY
 
 
-_Cancelled = Cancelled
-
-
 @dataclass
 class PullResult:
     reference: str  # canonical: 127.0.0.1:5000/busybox:latest, or name@digest
@@ -209,7 +206,7 @@ class Puller:
             self.progress.layer(sid, "Download complete")
         for chain, diff_id in unpack:
             if cancel.is_set():
-                raise _Cancelled()
+                raise Cancelled()
             self.progress.bytes(sid, "Extracting", 0, size, force=True)
             self.store.layers.ensure(chain, check_digest(diff_id), digest)
         self.progress.layer(sid, "Pull complete")
@@ -226,6 +223,8 @@ class Puller:
         before = self._existing(ref, top)
         fetched = 0
         layer_report: list[dict] = []
+        # As Docker: an image already here whole gets no per-layer lines.
+        had_config = self.store.blobs.has(config_desc["digest"])
         try:
             with self.store.writing():
                 config = self._config(ref.path, config_desc, what)
@@ -237,7 +236,9 @@ class Puller:
                         f"layers, its manifest {len(layers)}",
                         obj=what,
                     )
-                fetched, layer_report = self._layers(ref.path, layers, diff_ids, what)
+                fetched, layer_report = self._layers(
+                    ref.path, layers, diff_ids, what, quiet_if_complete=had_config
+                )
                 rec = self.store.register_manifest(manifest_bytes, tags, [repo_digest])
         except BaseException:
             # Whatever this pull added and no image references goes again.
@@ -314,7 +315,13 @@ class Puller:
             )
 
     def _layers(
-        self, repo: str, layers: list[dict], diff_ids: list[str], what: str
+        self,
+        repo: str,
+        layers: list[dict],
+        diff_ids: list[str],
+        what: str,
+        *,
+        quiet_if_complete: bool = False,
     ) -> tuple[int, list[dict]]:
         chains = chain_ids(diff_ids)
         plan: dict[str, tuple[dict, list[tuple[str, str]], bool]] = {}
@@ -334,6 +341,8 @@ class Puller:
                 {"Digest": digest, "Size": desc["size"], "DiffID": diff_id, "Status": status}
             )
         work = {d: e for d, e in plan.items() if e[2] or e[1]}
+        if not work and quiet_if_complete:
+            return 0, report
         for d in plan:
             sid = short_id(d)
             if d not in work:

@@ -46,7 +46,13 @@ def test_push_pull_run_round_trip(any_registry, busybox_env, fresh_env):
 
     again = fresh_env.berth("pull", ref, check=True)
     assert f"Status: Image is up to date for {ref}" in again.stdout
-    assert ": Already exists" in again.stdout
+    # As Docker: an image already here whole gets no per-layer lines.
+    assert again.stdout.splitlines() == [
+        "rt: Pulling from berth/busybox",
+        f"Digest: {pushed_digest}",
+        f"Status: Image is up to date for {ref}",
+        ref,
+    ], again.stdout
 
     events = fresh_env.berth(
         "events", "--format", "{{.Action}} {{.Actor.Attributes.name}}", check=True
