@@ -29,9 +29,12 @@ def _add_to_audit(ctx: Any, params: dict, result: str = "") -> None:
 
 
 @tasks_api.tracked("long.system_prune")
-def system_prune(ctx, all_images: bool = False, volumes: bool = False) -> dict:
+def system_prune(
+    ctx, all_images: bool = False, volumes: bool = False, expect: str | None = None
+) -> dict:
+    """``expect``: the confirmed list's preview_key (nothing goes if it changed since)."""
     ctx.line("removing stopped containers, then unused images" + (", volumes" if volumes else ""))
-    went = system.prune(ctx.user, all_images, volumes)
+    went = system.prune(ctx.user, all_images, volumes, expect)
     for c in went["containers"]:
         ctx.line(f"deleted container {c}")
     for line in went["images"]:

@@ -7,15 +7,20 @@ anonymous volumes (with ``volumes``). The prune itself is the engine's.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from dashboard.services import engine_for
-from engine.errors import EngineError
+from engine.errors import EngineError, InvalidState
 from engine.units import human_size
 
-__all__ = ["EngineError", "disk_usage", "host_usage", "overview", "prune", "prune_preview"]
+__all__ = ["EngineError", "InvalidState", "disk_usage", "host_usage", "overview", "preview_key",
+           "prune", "prune_preview"]  # fmt: skip
+
+LIST_CHANGED = "what would go changed since the confirmation was shown"
 
 
 def host_usage() -> dict[str, Any]:
@@ -120,7 +125,21 @@ def prune_preview(user: Any, all_images: bool = False, volumes: bool = False) ->
     return {"containers": containers, "images": images, "volumes": vols}
 
 
-def prune(user: Any, all_images: bool = False, volumes: bool = False) -> dict[str, Any]:
+def preview_key(doomed: dict[str, list]) -> str:
+    """A short fingerprint of a preview: the confirmation carries it, and the prune
+    goes ahead only while the preview is still the same."""
+    ids = [sorted(c["id"] for c in doomed["containers"]), sorted(i["id"] for i in doomed["images"]),
+           sorted(v["name"] for v in doomed["volumes"])]  # fmt: skip
+    return hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:24]
+
+
+def prune(
+    user: Any, all_images: bool = False, volumes: bool = False, expect: str | None = None
+) -> dict[str, Any]:
+    """The engine's prune; with ``expect`` (a preview_key) only if the preview still
+    matches it, so that nothing goes that the confirmation did not list."""
+    if expect is not None and preview_key(prune_preview(user, all_images, volumes)) != expect:
+        raise InvalidState(f"nothing was pruned: {LIST_CHANGED}; look again and confirm")
     r = engine_for(user).system_prune(all=all_images, volumes=volumes)
     deleted_ctrs = r["Containers"].get("ContainersDeleted") or []
     out = {

@@ -3,6 +3,8 @@ what will go, against a real engine with a real container, image and volumes."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dashboard.accounts.models import AuditEntry
@@ -15,6 +17,11 @@ pytestmark = pytest.mark.django_db
 def final(task_id: str) -> TaskRecord | None:
     rec = TaskRecord.objects.get(pk=task_id)
     return rec if rec.final else None
+
+
+def confirm_key(page: str) -> str:
+    """The fingerprint of the list the confirmation page showed."""
+    return re.search(r'name="confirm" value="([^"]+)"', page).group(1)
 
 
 @pytest.fixture
@@ -64,7 +71,7 @@ def test_prune_confirmation_lists_what_goes_then_a_task_prunes(
     # Nothing went yet: the page only asked.
     assert eng.containers(all=True) and eng.list_images()
     start_worker()
-    r = c.post("/system/prune/", {"all": "1", "volumes": "1"})
+    r = c.post("/system/prune/", {"all": "1", "volumes": "1", "confirm": confirm_key(body)})
     assert r.status_code == 302 and r.url.startswith("/tasks/")
     task_id = r.url.rstrip("/").rsplit("/", 1)[1]
     rec = wait_for(lambda: final(task_id), 120, "the prune task to end")
@@ -88,12 +95,16 @@ def test_prune_on_the_record_from_its_start_even_if_its_worker_dies(
     client_as, engine_root, live_redis
 ):
     from dashboard.live import tasks_api
+    from dashboard.services import engine_for
 
-    r = client_as("admin").post("/system/prune/", {"all": "1"}, REMOTE_ADDR="192.0.2.8")
+    engine_for(None).create_volume(anonymous=True)
+    c = client_as("admin")
+    key = confirm_key(c.get("/system/prune/", {"volumes": "1"}).content.decode())
+    r = c.post("/system/prune/", {"volumes": "1", "confirm": key}, REMOTE_ADDR="192.0.2.8")
     task_id = r.url.rstrip("/").rsplit("/", 1)[1]
     e = AuditEntry.objects.get(action="system.prune")
     assert e.actor == "admin" and e.address == "192.0.2.8" and e.result == "started"
-    assert e.params == {"all": True, "volumes": False, "task": task_id}
+    assert e.params == {"all": False, "volumes": True, "task": task_id}
     tasks_api.fail(task_id, "worker lost: SIGKILL")
     assert AuditEntry.objects.get(pk=e.pk).result == "worker lost: SIGKILL"
 
@@ -115,3 +126,39 @@ def test_untagged_image_shown_as_none(client_as, engine_root):
     engine_for(None).import_image(buf)  # no reference: untagged
     body = client_as("viewer").get("/system/").content.decode()
     assert "<td>&lt;none&gt;</td>" in body
+
+
+def test_prune_refused_when_the_list_changed_since_the_confirmation(client_as, dash_busybox):
+    """The confirmation lists what will go; what the prune removes is exactly that.
+    A container stopped since the list was shown would go unlisted: the prune is
+    refused, and the new list shown to be confirmed again."""
+    dash_busybox.berth("create", "--name", "stopped1", "busybox", check=True)
+    c = client_as("admin")
+    body = c.get("/system/prune/").content.decode()
+    key = confirm_key(body)
+    dash_busybox.berth("create", "--name", "late1", "busybox", check=True)
+    r = c.post("/system/prune/", {"confirm": key}, HTTP_HX_REQUEST="true")
+    body = r.content.decode()
+    assert r.status_code == 200 and "changed since" in body
+    assert "stopped1" in body and "late1" in body  # the new list, to confirm again
+    names = sorted(x.name for x in dash_busybox.engine().containers(all=True))
+    assert names == ["late1", "stopped1"]
+    e = AuditEntry.objects.get(action="system.prune")
+    assert e.actor == "admin" and e.result.startswith("refused: ")
+    assert not TaskRecord.objects.exists()
+
+
+def test_prune_task_checks_the_list_again(users, dash_busybox):
+    """Between the page's check and the task's run, the list may change too: the task's
+    prune refuses, naming why, and removes nothing."""
+    from dashboard.services import system
+
+    dash_busybox.berth("create", "--name", "stopped1", "busybox", check=True)
+    key = system.preview_key(system.prune_preview(users["admin"]))
+    dash_busybox.berth("create", "--name", "late1", "busybox", check=True)
+    with pytest.raises(system.InvalidState, match="changed since the confirmation"):
+        system.prune(users["admin"], expect=key)
+    assert len(dash_busybox.engine().containers(all=True)) == 2
+    key = system.preview_key(system.prune_preview(users["admin"]))
+    assert system.prune(users["admin"], expect=key)["containers"]
+    assert dash_busybox.engine().containers(all=True) == []
