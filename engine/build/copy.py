@@ -57,8 +57,25 @@ def _lstat_at(rfd: int, rel: str) -> os.stat_result | None:
         os.close(fd)
 
 
+def real_rel(rfd: int, rel: str) -> str:
+    """``rel`` with its parent directories resolved inside the root (the last
+    component as it is): the path a file really has in the context, which is
+    what ``.dockerignore`` applies to (``alias/key`` with ``alias -> secrets``
+    is ``secrets/key``, excluded by ``secrets``)."""
+    if "/" not in rel:
+        return rel  # its parent is the root itself
+    fd = open_in_root(rfd, rel, os.O_PATH | os.O_NOFOLLOW)
+    try:
+        full = os.readlink(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+    real = os.path.relpath(full, os.readlink(f"/proc/self/fd/{rfd}"))
+    return "" if real == "." else real
+
+
 def find_sources(rfd: int, patterns: list[str], excluded: Excluded, what: str) -> list[Source]:
-    """Expand the source patterns (Go's filepath.Match per component)."""
+    """Expand the source patterns (Go's filepath.Match per component). Each
+    source is named by its real path in the root (see :func:`real_rel`)."""
     out: list[Source] = []
     for pat in patterns:
         if pat.startswith("../") or pat == ".." or "/../" in pat:
@@ -71,15 +88,17 @@ def find_sources(rfd: int, patterns: list[str], excluded: Excluded, what: str) -
         comps = rel.split("/") if rel else []
         if not any(c in _WILD for c in rel):
             st = _lstat_at(rfd, rel)
-            if st is None or (rel and excluded(rel)):
+            real = real_rel(rfd, rel) if st is not None else rel
+            if st is None or (rel and (excluded(rel) or excluded(real))):
                 raise NotFound(
                     f"{what}: file not found in build context or excluded by .dockerignore:"
                     f" stat {pat}: file does not exist",
                     obj=pat,
                 )
-            out.append(Source(rel, stat.S_ISDIR(st.st_mode)))
+            out.append(Source(real, stat.S_ISDIR(st.st_mode)))
             continue
-        found = sorted(_glob(rfd, "", comps, excluded))
+        found = sorted({real for r in _glob(rfd, "", comps, excluded)
+                        if not excluded(real := real_rel(rfd, r))})  # fmt: skip
         if not found:
             raise NotFound(
                 f"{what}: no source files were specified: {pat!r} matches no file in the"

@@ -46,8 +46,8 @@ def test_find_sources_wildcards_and_errors(ctx):
     assert [(s.rel, s.is_dir) for s in found] == [("a.txt", False), ("b.txt", False), ("dir", True)]
     found = cp.find_sources(fd, ["*/*.txt"], _none, "COPY")
     assert [s.rel for s in found] == ["other/c.txt"]
-    # A parent that is a link resolves inside the context.
-    assert cp.find_sources(fd, ["dirlink/one.py"], _none, "COPY")[0].rel == "dirlink/one.py"
+    # A parent that is a link resolves inside the context: the source is named by its real path.
+    assert cp.find_sources(fd, ["dirlink/one.py"], _none, "COPY")[0].rel == "dir/one.py"
     with pytest.raises(InvalidArgument, match="forbidden path outside the build context"):
         cp.find_sources(fd, ["../outside.txt"], _none, "COPY")
     with pytest.raises(NotFound, match="file not found in build context"):

@@ -279,3 +279,22 @@ def test_dockerignore_beside_the_dockerfile_is_read_inside_the_context(busybox_e
     os.mkfifo(ctx / "Dockerfile.dockerignore")
     p = busybox_env.berth("build", "-q", str(ctx), timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+@pytest.mark.parametrize("source", ["alias/key", "alias/*", "alias/deeper/", "alias/deeper/more"])
+def test_dockerignored_files_stay_out_through_a_symlinked_parent(busybox_env, tmp_path, source):
+    # Docker never sends an excluded file; reaching it through a link to its directory
+    # must not copy it either.
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            ".dockerignore": "secrets\n",
+            "Dockerfile": f"FROM busybox\nCOPY {source} /got/\n",
+            "secrets/key": "s3cret\n",
+            "secrets/deeper/more": "s3cret too\n",
+        },
+    )
+    os.symlink("secrets", ctx / "alias")
+    p = busybox_env.berth("build", "-t", "leak", str(ctx))
+    assert p.returncode == 1, p.stdout
+    assert "excluded by .dockerignore" in p.stderr
