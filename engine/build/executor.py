@@ -227,6 +227,10 @@ class Builder:
     def _run(self, df: Dockerfile) -> BuildResult:
         o = self.opts
         self.df = df
+        from engine.images.reference import parse_reference
+
+        for t in o.tags:
+            parse_reference(t)  # before any step: nothing is built for a name we cannot tag
         if o.network not in ("", "default", "none", "host"):
             self.eng.get_network(o.network)  # a missing network fails before any step
         meta = self._meta_scope(df)
@@ -257,8 +261,6 @@ class Builder:
         if unused:
             self.warnings.append(f"One or more build-args {unused} were not consumed")
             self.say(f"[Warning] One or more build-args [{' '.join(unused)}] were not consumed")
-        from engine.images.reference import parse_reference
-
         for t in o.tags:
             # A cached rebuild usually finds its tags in place: no index rewrite then.
             if parse_reference(t).familiar() not in final.repo_tags:

@@ -92,6 +92,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.context == "-" and args.dockerfile == "-":
         print("Error: both the context and the Dockerfile cannot come from stdin", file=sys.stderr)
         return 125
+    from engine.images.reference import parse_reference
+
+    for t in opts.tags:
+        parse_reference(t)  # a bad -t is a flag error (125), found before any step
     stream = sys.stdin.buffer if "-" in (args.context, args.dockerfile) else None
     eng = engine_from(args)
 

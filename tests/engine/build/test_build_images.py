@@ -406,3 +406,11 @@ def test_an_ignored_dockerfile_is_read_but_never_copied(busybox_env, tmp_path):
     p = busybox_env.berth("build", "-q", "-t", "ignored-df", str(ctx))
     assert p.returncode == 0, p.stderr
     assert busybox_env.berth("run", "--rm", "ignored-df", check=True).stdout == "a.txt\n"
+
+
+def test_a_bad_tag_fails_before_any_step(busybox_env, tmp_path):
+    # docker build checks -t first: nothing is built for a name it cannot tag.
+    ctx = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN echo ran\n"})
+    p = busybox_env.berth("build", "-t", "Bad:Name", str(ctx))
+    assert p.returncode == 125, p.stdout + p.stderr
+    assert "Bad:Name" in p.stderr and "Step 1/" not in p.stdout
