@@ -62,6 +62,22 @@ def _one_line(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def redact_url(url: str) -> str:
+    """A URL fit for an error message: no user info and no query (a pre-signed
+    CDN or upload URL carries its signature there), the path shortened."""
+    parts = urlsplit(url)
+    if not parts.scheme:
+        return _one_line(parts.path, 120)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return _one_line(f"{parts.scheme}://{host}{port}{parts.path}", 120)
+
+
 def describe_oserror(e: BaseException) -> str:
     """A short cause for a connection failure: "connection refused", "timed out"..."""
     import ssl
@@ -233,7 +249,7 @@ class Transport:
     ) -> Response:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidArgument(f"unsupported URL {url!r}", obj=url)
+            raise InvalidArgument(f"unsupported URL {redact_url(url)!r}", obj=redact_url(url))
         pool = self._pool(parts.scheme, parts.netloc, verify)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         hdrs = {"User-Agent": USER_AGENT, **(headers or {})}
@@ -331,7 +347,7 @@ class RegistryClient:
         parts = urlsplit(url)
         if parts.scheme == "http" and not self.hosts.is_insecure(parts.netloc):
             raise RegistryError(
-                f"registry {self.domain} sent {what} {_one_line(url, 120)}: refused, plain HTTP "
+                f"registry {self.domain} sent {what} {redact_url(url)}: refused, plain HTTP "
                 f"to {parts.netloc}, which is not marked insecure",
                 obj=self.domain,
             )
@@ -418,7 +434,9 @@ class RegistryClient:
             redirects += 1
             if redirects > MAX_REDIRECTS:
                 resp.close()
-                raise RegistryError(f"{what or target}: too many redirects from {self.domain}")
+                raise RegistryError(
+                    f"{what or redact_url(target)}: too many redirects from {self.domain}"
+                )
             location = urljoin(resp.url, resp.header("Location") or "")
             resp.release()
             hdrs = dict(headers or {})
@@ -428,7 +446,7 @@ class RegistryClient:
                     hdrs["Authorization"] = used
             resp = self._send(method, location, hdrs, None)
         if resp.status not in ok:
-            raise self._error(resp, what or target)
+            raise self._error(resp, what or redact_url(target))
         return resp
 
     def _is_ours_target(self, target: str) -> bool:
