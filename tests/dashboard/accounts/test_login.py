@@ -184,3 +184,13 @@ def test_lock_holds_for_every_spelling_django_logs_in_with(users, variant):
         login(c, "viewer", f"wrong{i}", addr=f"10.0.3.{i}")
     r = login(c, "ｖｉｅｗｅｒ", PASSWORD, addr="10.0.4.1")
     assert r.status_code == 429 and "_auth_user_id" not in c.session
+
+
+def test_failed_login_never_records_what_names_no_account(users, client_as):
+    """A password typed into the username field must not land in the audit log, which
+    every viewer reads: a failed log-in names its account only when there is one."""
+    login(Client(), "correct horse battery", "viewer-password?")
+    login(Client(), "Viewer", "wrong")  # the account's own spelling is recorded
+    entries = AuditEntry.objects.filter(action="auth.login").order_by("id")
+    assert [e.target for e in entries] == ["(unknown user)", "viewer"]
+    assert "horse" not in client_as("viewer").get("/audit/").content.decode()
