@@ -62,10 +62,17 @@ def register(sub: Any) -> None:
         _add_build(isub.add_parser("build", help="Build an image from a Dockerfile"))
 
 
+class _OutputClosed(Exception):
+    """Whoever read the build's output went away (``berth build . | head``)."""
+
+
 def _write_stdout(data: bytes) -> None:
     out = sys.stdout.buffer
-    out.write(data)
-    out.flush()
+    try:
+        out.write(data)
+        out.flush()
+    except BrokenPipeError:
+        raise _OutputClosed from None
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -109,6 +116,12 @@ def cmd_build(args: argparse.Namespace) -> int:
     except EngineError as e:  # docker build exits 1 on any failed build, 125 on bad flags
         sys.stdout.flush()
         print(f"Error: {e}", file=sys.stderr)
+        return 1
+    except _OutputClosed:
+        # The build stopped (its step's container and mounts removed on the way out);
+        # never exit 0 as if it had built and tagged the image.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        print("Error: the build's output was closed (broken pipe): build stopped", file=sys.stderr)
         return 1
     if args.quiet:
         print(result.image_id)

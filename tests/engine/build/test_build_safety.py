@@ -298,3 +298,31 @@ def test_dockerignored_files_stay_out_through_a_symlinked_parent(busybox_env, tm
     p = busybox_env.berth("build", "-t", "leak", str(ctx))
     assert p.returncode == 1, p.stdout
     assert "excluded by .dockerignore" in p.stderr
+
+
+def test_closed_output_stops_the_build_and_says_so(busybox_env, tmp_path):
+    # `berth build . | head -1`: the build cannot go on reporting; it must not exit 0
+    # as if it had built and tagged the image.
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {"Dockerfile": "FROM busybox\nRUN echo one\nRUN echo two\nRUN echo three\n"},
+    )
+    proc = subprocess.Popen(
+        [*BERTH, "build", "-t", "piped", str(ctx)], env=busybox_env.env, cwd=str(REPO),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.readline()
+        proc.stdout.close()
+        proc.wait(60)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1 and "output was closed" in err, err
+    eng = busybox_env.engine()
+    assert not eng.images.exists("piped")
+    assert eng.containers(all=True) == []
+    assert _mounts_under(busybox_env.root) == []
