@@ -335,6 +335,9 @@
   });
 
   document.body.addEventListener("htmx:afterSwap", function (evt) {
+    // A swap above the diagram moves it: Cytoscape caches where its canvas is, and
+    // clicks would land beside the nodes until told.
+    cy.resize();
     if (evt.detail.target.id !== "reach-result") return;
     const el = evt.detail.target.querySelector("[data-reach]");
     cy.elements().removeClass("path break");

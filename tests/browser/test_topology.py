@@ -139,6 +139,9 @@ def test_can_a_reach_b_names_isolation_between_networks(net_stack, net_page_as, 
     # The diagram marks where it breaks: the host's way into the other network.
     broken = page.evaluate("() => berthTopology.cy.$('.break').map(e => e.data('kind'))")
     assert broken == ["uplink"]
+    # The answer pushed the diagram down the page: a click still lands on its node.
+    _click_node(page, a)
+    assert a in page.inner_text("#details .topo-node")
 
 
 def test_clicking_a_node_shows_details_and_actions_by_role(net_stack, net_page_as, cli):
