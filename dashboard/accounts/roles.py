@@ -5,7 +5,7 @@ Use:
     def stop(request, cid): ...
 
     if not has_role(user, "operator"): ...  # anywhere (consumers: scope["user"])
-    await ws_role(scope, "viewer")          # in consumers: True when allowed
+    await ws_role(scope, "viewer")          # in consumers: True when allowed (read afresh)
 """
 
 from __future__ import annotations
@@ -81,11 +81,20 @@ def an_active_admin_exists() -> bool:
     )
 
 
+def _role_now(user: Any, role: str) -> bool:
+    from django.contrib.auth import get_user_model
+
+    fresh = get_user_model().objects.filter(pk=user.pk).first()
+    return fresh is not None and has_role(fresh, role)
+
+
 async def ws_role(scope: dict, role: str) -> bool:
-    """For consumers' connect(): the scope's user is logged in and has ``role``."""
+    """For consumers: the scope's user is logged in and has ``role`` now. The user is
+    read afresh each call (the scope's object lives as long as the socket, with its
+    role cached), so a consumer calling again later sees a demotion or deactivation."""
     from channels.db import database_sync_to_async
 
     user = scope.get("user")
     if user is None or not user.is_authenticated:
         return False
-    return await database_sync_to_async(has_role)(user, role)
+    return await database_sync_to_async(_role_now)(user, role)

@@ -144,3 +144,21 @@ def test_no_route_lets_a_viewer_change_anything(users, engine_root, module):
             assert engine_for(None).list_volumes() == []
     assert role_of(User.objects.get(pk=users["viewer"].pk)) == "viewer"
     assert not User.objects.filter(username="x").exists() and Team.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)  # database_sync_to_async: another thread
+def test_ws_role_reads_the_user_afresh(users):
+    """A websocket's scope keeps one user object for the socket's life: a consumer that
+    checks again (on receive) must see a demotion or deactivation made since connect."""
+    from asgiref.sync import async_to_sync
+
+    from dashboard.accounts.roles import ws_role
+
+    op = users["operator"]
+    scope = {"user": op}
+    assert async_to_sync(ws_role)(scope, "operator")
+    Grant.objects.filter(user=op).update(role="viewer")
+    assert not async_to_sync(ws_role)(scope, "operator")
+    assert async_to_sync(ws_role)(scope, "viewer")
+    User.objects.filter(pk=op.pk).update(is_active=False)
+    assert not async_to_sync(ws_role)(scope, "viewer")
