@@ -16,6 +16,7 @@ import json
 import os
 import posixpath
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from engine.build import copy as cp
@@ -27,7 +28,6 @@ from engine.safepath import (
     open_in_root,
     open_root,
     wrap_oserror,
-    write_file_in_root,
 )
 
 if TYPE_CHECKING:
@@ -168,14 +168,14 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
                     continue
                 cp.write_entries(root.rfd, image_root, cp.rebased(entries, dst), owner, chmod)
             for d, (_, dst) in zip(downloads, planned[len(sources) :], strict=True):
-                write_file_in_root(image_root, dst, d.data, chmod if chmod is not None else 0o600,
-                                   owner.uid, owner.gid, follow=True)  # fmt: skip
-                if d.mtime:
-                    fd = open_in_root(image_root, dst, os.O_RDONLY | os.O_NOFOLLOW)
-                    try:
-                        os.utime(fd, (d.mtime, d.mtime))
-                    finally:
-                        os.close(fd)
+                # The body waits in the scratch space (mode 0600, Last-Modified as
+                # mtime) and is copied like a context file, checked against its digest.
+                dfd = open_root(d.dir)
+                try:
+                    entry = cp.Entry(_BODY, dst, os.lstat(d.dir / _BODY), digest=d.digest)
+                    cp.write_entries(dfd, image_root, [entry], owner, chmod)
+                finally:
+                    os.close(dfd)
             layer = fs.commit(b.eng.images, always=True)
     b.commit(st, layer, text, key=key)
 
@@ -245,12 +245,15 @@ def _extract(rfd: int, rel: str, digest: str, image_root: str, dest: str, workdi
             )
 
 
+_BODY = "body"
+
+
 @dataclass
 class _Download:
     url: str
     name: str
-    data: bytes
-    mtime: float
+    dir: Path  # holds the body (file _BODY) in the build's scratch space
+    digest: str  # sha256 hex of the body
 
 
 def _download(b: Builder, url: str, checksum: str | None, h) -> _Download:
@@ -259,10 +262,22 @@ def _download(b: Builder, url: str, checksum: str | None, h) -> _Download:
     import urllib.request  # ~30 ms to import: only when a URL is added
 
     b.say(f"Downloading {url}")
+    name = posixpath.basename(urllib.parse.urlparse(url).path)
+    if not name:
+        raise InvalidArgument(
+            f"ADD {url}: cannot determine a file name from the URL; give one in the destination"
+        )
+    d = b.workspace().new_dir("download")
+    body = hashlib.sha256()
     try:
+        # Streamed to disk: a large body never sits in memory.
         with urllib.request.urlopen(url, timeout=_URL_TIMEOUT) as resp:  # noqa: S310 - http(s) only
-            data = resp.read()
             modified = resp.headers.get("Last-Modified")
+            fd = os.open(d / _BODY, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                while chunk := resp.read(1 << 20):
+                    body.update(chunk)
+                    f.write(chunk)
     except urllib.error.HTTPError as e:
         raise NotFound(f"ADD {url}: download failed: HTTP {e.code} {e.reason}", obj=url) from None
     except (urllib.error.URLError, OSError, ValueError) as e:
@@ -271,19 +286,14 @@ def _download(b: Builder, url: str, checksum: str | None, h) -> _Download:
             f"ADD {url}: cannot reach the URL ({reason}); this host may have no route to it",
             obj=url,
         ) from None
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    digest = "sha256:" + body.hexdigest()
     if checksum and checksum != digest:
         raise InvalidArgument(f"ADD {url}: checksum mismatch: expected {checksum}, got {digest}")
-    name = posixpath.basename(urllib.parse.urlparse(url).path)
-    if not name:
-        raise InvalidArgument(
-            f"ADD {url}: cannot determine a file name from the URL; give one in the destination"
-        )
-    mtime = 0.0
     if modified:
         import email.utils
 
-        with contextlib.suppress(TypeError, ValueError):
+        with contextlib.suppress(TypeError, ValueError, OverflowError):
             mtime = email.utils.parsedate_to_datetime(modified).timestamp()
+            os.utime(d / _BODY, (mtime, mtime))
     h.update(f"url {url} {digest}\n".encode())
-    return _Download(url, name, data, mtime)
+    return _Download(url, name, d, body.hexdigest())

@@ -326,3 +326,46 @@ def test_closed_output_stops_the_build_and_says_so(busybox_env, tmp_path):
     assert not eng.images.exists("piped")
     assert eng.containers(all=True) == []
     assert _mounts_under(busybox_env.root) == []
+
+
+def test_add_url_streams_to_disk_not_to_memory(busybox_env, tmp_path):
+    import sys
+
+    size = 160 << 20
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            chunk = b"z" * (1 << 20)
+            for _ in range(size // len(chunk)):
+                self.wfile.write(chunk)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/big.bin"
+        ctx = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM busybox\nADD {url} /big.bin\n"})
+        # The peak RSS of the build alone: measured by a fresh parent of its own.
+        measure = (
+            "import resource, subprocess, sys; p = subprocess.run(sys.argv[1:]);"
+            " print(p.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+        )
+        p = subprocess.run(
+            [sys.executable, "-c", measure, *BERTH, "build", "-q", "-t", "big", str(ctx)],
+            env=busybox_env.env, cwd=str(REPO), capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        code, peak = p.stdout.split()[-2:]
+        assert code == "0", p.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    # The builder never holds the body in memory (it was 160 MiB here).
+    assert int(peak) < 120 << 10, peak  # KiB
+    out = busybox_env.berth("run", "--rm", "big", "wc", "-c", "/big.bin", check=True).stdout
+    assert out.split()[0] == str(size)
