@@ -18,10 +18,15 @@ import ipaddress
 import json
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    import ssl
 
 DOCKER_HUB = "docker.io"
 DOCKER_HUB_ENDPOINT = "registry-1.docker.io"
@@ -56,7 +61,7 @@ class RegistryHosts:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @classmethod
-    def load(cls, root: Path, env: dict | None = None) -> RegistryHosts:
+    def load(cls, root: Path, env: Mapping[str, str] | None = None) -> RegistryHosts:
         env = os.environ if env is None else env
         entries: list[str] = []
         path = Path(root) / CONFIG_FILE
@@ -106,7 +111,7 @@ class RegistryHosts:
     def schemes(self, domain: str) -> tuple[str, ...]:
         return ("https", "http") if self.is_insecure(domain) else ("https",)
 
-    def ssl_context(self, domain: str, *, verify: bool = True):
+    def ssl_context(self, domain: str, *, verify: bool = True) -> ssl.SSLContext:
         """The TLS context for ``domain`` (cached): extra CAs and client
         certificates from the certs.d directories; no verification for insecure ones."""
         key = (domain, verify)
@@ -116,7 +121,7 @@ class RegistryHosts:
                 ctx = self._contexts[key] = self._make_context(domain, verify)
             return ctx
 
-    def _make_context(self, domain: str, verify: bool):
+    def _make_context(self, domain: str, verify: bool) -> ssl.SSLContext:
         import ssl
 
         if verify:
