@@ -267,7 +267,7 @@ class Builder:
                 self.eng.images.tag(final.id, t)
         self.say(f"Successfully built {final.short_id}")
         for t in o.tags:
-            self.say(f"Successfully tagged {t}")
+            self.say(f"Successfully tagged {parse_reference(t).familiar()}")  # as Docker names it
         return BuildResult(final.id, list(o.tags), self.step, self.cached, self.warnings)
 
     def begin(self, text: str) -> None:

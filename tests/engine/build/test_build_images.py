@@ -57,6 +57,9 @@ CMD ["a", "b"]
     assert p.returncode == 0, p.stdout + p.stderr
     assert "Step 1/8 : FROM " + DEBIAN_REF in p.stdout
     assert "Successfully tagged hello:static" in p.stdout
+    # Docker names the tag in its familiar, normalized form.
+    p = debian_env.berth("build", "-t", "docker.io/library/hello", str(ctx))
+    assert p.returncode == 0 and "Successfully tagged hello:latest\n" in p.stdout
     # Only the final stage's layers: one, holding the binary.
     assert len(_layers(debian_env, "hello:static")) == 1
     run = debian_env.berth("run", "--rm", "hello:static", check=True)
