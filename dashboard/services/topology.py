@@ -57,10 +57,25 @@ def counters(g: dict[str, Any], user: Any = None) -> dict[str, Any]:
 
 
 def reach(user: Any, source: str, target: str) -> dict[str, Any]:
-    """The network doctor's answer to "can SOURCE reach TARGET?" with its path on the graph."""
+    """The network doctor's answer to "can SOURCE reach TARGET?" with its path on the graph.
+
+    TARGET is what the page offers: a container on the diagram (optionally NAME:PORT)
+    or a published port's node. The doctor also probes arbitrary addresses (the CLI
+    allows it); from the dashboard, where a viewer may ask, probes stay inside the
+    diagram."""
     if not source or not target:
         raise InvalidArgument("pick a container and a target")
-    return engine_for(user).topology_reach(source, target)
+    eng = engine_for(user)
+    g = eng.topology()
+    names = {n["name"] for n in containers(g)}
+    ports_ = {n["id"] for n in ports(g)}
+    host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
+    ok = target in names or target in ports_ or (host in names and port.isdigit())
+    if not ok:
+        raise InvalidArgument(
+            f"{target}: not a container or a published port on the diagram", obj=target
+        )
+    return eng.topology_reach(source, target, graph=g)
 
 
 def containers(g: dict[str, Any]) -> list[dict[str, Any]]:

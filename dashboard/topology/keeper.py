@@ -46,6 +46,9 @@ class Keeper:
         self.prev_counters: dict[str, Any] | None = None
         self.last_rates: dict[str, Any] = {}
         self.samples = 0  # counter samples taken (tests check the sampler stops)
+        # Timers of the loop (monotonic seconds).
+        self.next_rate = self.next_refresh = 0.0
+        self.settle_at: float | None = None
 
     # -- viewers ------------------------------------------------------------------------
     async def join(self, key: object, send: Send) -> dict[str, Any]:
@@ -87,37 +90,41 @@ class Keeper:
 
     # -- the loop -----------------------------------------------------------------------
     async def _run(self) -> None:
-        next_rate = time.monotonic()
-        next_refresh = time.monotonic() + REFRESH
-        settle_at: float | None = None
+        now = time.monotonic()
+        self.next_rate, self.next_refresh, self.settle_at = now, now + REFRESH, None
+        while self.viewers:
+            try:
+                await self._step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # never let one bad read end live updates for everyone
+                log.exception("topology keeper: an update failed; trying again")
+                await asyncio.sleep(1.0)
+
+    async def _step(self) -> None:
+        """Wait for an event or the next timer; then rebuild, or sample the counters."""
+        now = time.monotonic()
+        due = min(self.next_rate, self.next_refresh, self.settle_at or self.next_refresh)
         try:
-            while self.viewers:
-                now = time.monotonic()
-                due = min(next_rate, next_refresh, settle_at or next_refresh)
-                try:
-                    await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, due - now))
-                    await asyncio.sleep(DEBOUNCE)
-                    self.wake.clear()
-                    await self.rebuild()
-                    settle_at = time.monotonic() + SETTLE
-                    continue
-                except TimeoutError:
-                    pass
-                now = time.monotonic()
-                if settle_at is not None and now >= settle_at:
-                    settle_at = None
-                    await self.rebuild()
-                if now >= next_refresh:
-                    next_refresh = now + REFRESH
-                    await self.rebuild()
-                if now >= next_rate:
-                    next_rate = now + RATE_INTERVAL
-                    await self.sample()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # never let one bad read kill live updates for everyone
-            log.exception("topology keeper loop failed")
-            self.task = None
+            await asyncio.wait_for(self.wake.wait(), timeout=max(0.0, due - now))
+        except TimeoutError:
+            pass
+        else:
+            await asyncio.sleep(DEBOUNCE)
+            self.wake.clear()
+            await self.rebuild()
+            self.settle_at = time.monotonic() + SETTLE
+            return
+        now = time.monotonic()
+        if self.settle_at is not None and now >= self.settle_at:
+            self.settle_at = None
+            await self.rebuild()
+        if now >= self.next_refresh:
+            self.next_refresh = now + REFRESH
+            await self.rebuild()
+        if now >= self.next_rate:
+            self.next_rate = now + RATE_INTERVAL
+            await self.sample()
 
     async def rebuild(self) -> None:
         async with self.lock:

@@ -67,6 +67,10 @@ def test_reach_names_isolation_between_networks(wired, client_as):
     assert data["ok"] is False and data["break_at"].startswith("uplink:")
     bad = c.get("/topology/reach/?source=nosuch&target=a&format=json")
     assert bad.status_code == 400 and "nosuch" in bad.json()["error"]
+    # From the dashboard, probes stay on the diagram: no arbitrary address to probe.
+    bad = c.get("/topology/reach/?source=a&target=10.96.0.1:22&format=json")
+    assert bad.status_code == 400 and "not a container or a published port" in bad.json()["error"]
+    assert c.get("/topology/reach/?source=a&target=b:80&format=json").json()["check"] == "listening"
 
 
 def test_anatomy_is_read_from_the_kernel(wired, client_as):
