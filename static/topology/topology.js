@@ -410,6 +410,10 @@
   }
 
   first(initial);
+  // /topology/?network=NAME&q=TEXT: open filtered (links from the networks and
+  // containers pages).
+  if (root.dataset.network) { netFilter.value = root.dataset.network; applyFilter(); }
+  if (root.dataset.search) { search.value = root.dataset.search; applySearch(); }
   connect();
   window.berthTopology = { cy: cy, state: state };
 })();
