@@ -33,7 +33,7 @@ def remove_orphans(eng) -> list[str]:
         if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
             continue
         with contextlib.suppress(EngineError):
-            eng.remove_container(c.id, force=True)
+            eng.remove_container(c.id, force=True, volumes=True)
             removed.append(c.id)
     return removed
 
@@ -73,6 +73,7 @@ def run_step(
         user=user,
         network=network,
         labels={LABEL_PID: str(os.getpid()), LABEL_STEP: step},
+        no_healthcheck=True,  # Docker's builder runs no health check for a step
     )
     c = eng.create_container(opts)
     try:
@@ -94,8 +95,10 @@ def run_step(
         drop = frozenset(_artifacts(eng.get_container(c.id), str(p.upper), lower))
         return 0, commit_upper(eng.images, p.upper, drop)
     finally:
+        # With its anonymous volumes (a VOLUME in the image): what the step wrote
+        # there is not part of the image, as in Docker, and must not linger either.
         with contextlib.suppress(NotFound):
-            eng.remove_container(c.id, force=True)
+            eng.remove_container(c.id, force=True, volumes=True)
 
 
 def wait_monitors(pids: list[int], timeout: float = 10.0) -> None:

@@ -369,3 +369,25 @@ def test_add_url_streams_to_disk_not_to_memory(busybox_env, tmp_path):
     assert int(peak) < 120 << 10, peak  # KiB
     out = busybox_env.berth("run", "--rm", "big", "wc", "-c", "/big.bin", check=True).stdout
     assert out.split()[0] == str(size)
+
+
+def test_run_after_volume_and_healthcheck_leaves_no_volume_and_no_health_runner(
+    busybox_env, tmp_path
+):
+    # Like Docker's builder: what a RUN writes under a VOLUME path is not kept, the
+    # step's anonymous volume goes with its container, and no health check runs for it.
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {
+            "Dockerfile": "FROM busybox\nVOLUME /data\nHEALTHCHECK CMD true\n"
+            "RUN echo x > /data/x && echo y > /y\n"
+        },
+    )
+    p = busybox_env.berth("build", "-q", "-t", "vol", str(ctx))
+    assert p.returncode == 0, p.stderr
+    eng = busybox_env.engine()
+    assert eng.list_volumes() == []
+    from engine import helpers
+
+    assert helpers.all_helpers(eng) == []  # no health-check runner was started for the step
+    assert busybox_env.berth("run", "--rm", "vol", "ls", "/data", check=True).stdout == ""
