@@ -206,3 +206,35 @@ def test_blobinfo_cache(tmp_path):
     assert (
         BlobInfoCache(tmp_path / "registry" / "blobinfo.json", tmp_path / "lock").locations(d) == []
     )
+
+
+def test_credentials_file_concurrent_logins_stay_private(tmp_path):
+    """Logins at once (each its own lock fd, as separate processes have), an
+    open umask and a file another tool left world-readable: every login kept,
+    mode 0600, no staging file left."""
+    import os
+    import threading
+
+    path = tmp_path / "auth.json"
+    path.write_text('{"auths": {}}')
+    os.chmod(path, 0o644)
+    old = os.umask(0)
+    try:
+        threads = [
+            threading.Thread(
+                target=lambda i=i: CredentialStore(path, tmp_path / "auth.lock").store(
+                    f"reg{i}:5000", Credentials(f"u{i}", f"p{i}")
+                )
+            )
+            for i in range(8)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        os.umask(old)
+    store = CredentialStore(path, tmp_path / "auth.lock")
+    assert store.servers() == sorted(f"reg{i}:5000" for i in range(8))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["auth.json", "auth.lock"]
