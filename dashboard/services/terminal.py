@@ -153,73 +153,12 @@ def main(argv: list[str]) -> int:
     from engine.config import EngineConfig
     from engine.errors import EngineError
 
-    _patch_exec_relay()
     eng = Engine(EngineConfig.from_env(), actor=actor)
     try:
         return eng.exec_container(ref, cmd, interactive=True, tty=True)
     except EngineError as e:
         print(f"berth: {e}\r", file=sys.stderr)
         return getattr(e, "exit_code", 126)
-
-
-def _patch_exec_relay() -> None:
-    """Work around an engine bug (reported): engine.containers.exec._relay_pty treats
-    the monitor's first status line, ``{"pid": N}``, as the end and blocks reading
-    the status pipe until the exec exits, so nothing typed reaches the shell. This
-    copy keeps relaying after a pid line and stops only at ``{"exit": N}``."""
-    import select
-    import tty as ttymod
-
-    from engine.containers import exec as ex
-
-    def relay(master, status, o, stdin_fd, stdout_fd):
-        size_fd = stdin_fd if o.interactive else stdout_fd
-        ex._set_size(master, ex._term_size(size_fd))
-        old_attrs = None
-        if o.interactive and os.isatty(stdin_fd):
-            old_attrs = termios.tcgetattr(stdin_fd)
-            ttymod.setraw(stdin_fd)
-        old_handler = None
-        if os.isatty(size_fd):
-            old_handler = signal.signal(
-                signal.SIGWINCH, lambda *_: ex._set_size(master, ex._term_size(size_fd))
-            )
-        fds = [master, status.fd] + ([stdin_fd] if o.interactive else [])
-        try:
-            while True:
-                try:
-                    r, _, _ = select.select(fds, [], [])
-                except InterruptedError:
-                    continue
-                master_gone = master in r and not ex._copy(master, stdout_fd)
-                if stdin_fd in r and o.interactive:
-                    data = os.read(stdin_fd, 8192)
-                    if data:
-                        ex._write_all(master, data)
-                    else:
-                        fds.remove(stdin_fd)
-                        with contextlib.suppress(OSError):
-                            os.write(master, b"\x04")
-                msg = None
-                if status.fd in r or b"\n" in status.buf:
-                    msg = status.read()
-                    if msg is not None and "exit" not in msg and not master_gone:
-                        continue  # {"pid": N}: started; keep relaying
-                if master_gone or status.fd in r or msg is not None:
-                    if msg is None and status.fd not in r:  # the shell left first
-                        msg = status.read()
-                    while msg is not None and "exit" not in msg:
-                        msg = status.read()
-                    while not master_gone and select.select([master], [], [], 0.05)[0]:
-                        master_gone = not ex._copy(master, stdout_fd)
-                    return int(msg["exit"]) if msg else 255
-        finally:
-            if old_attrs is not None:
-                termios.tcsetattr(stdin_fd, termios.TCSADRAIN, old_attrs)
-            if old_handler is not None:
-                signal.signal(signal.SIGWINCH, old_handler)
-
-    ex._relay_pty = relay
 
 
 if __name__ == "__main__":

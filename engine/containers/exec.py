@@ -397,14 +397,22 @@ def _relay_pty(
                     # EOF on stdin: send the terminal's EOF character, as docker does.
                     with contextlib.suppress(OSError):
                         os.write(master, b"\x04")
-            if master_gone or status.fd in r:
+            if status.fd in r and not master_gone:
+                # {"pid": N} says the process started: keep relaying. Only its exit
+                # (or the monitor gone) ends the session.
                 msg = status.read()
-                while msg is not None and "exit" not in msg:
-                    msg = status.read()
-                # The process is gone: what it wrote last may still be in the pty.
-                while not master_gone and select.select([master], [], [], 0.05)[0]:
-                    master_gone = not _copy(master, stdout_fd)
-                return int(msg["exit"]) if msg else 255
+                if msg is not None and "exit" not in msg:
+                    continue
+            elif master_gone:
+                msg = status.read()  # the terminal closed first: wait for the exit line
+            else:
+                continue
+            while msg is not None and "exit" not in msg:
+                msg = status.read()
+            # The process is gone: what it wrote last may still be in the pty.
+            while not master_gone and select.select([master], [], [], 0.05)[0]:
+                master_gone = not _copy(master, stdout_fd)
+            return int(msg["exit"]) if msg else 255
     finally:
         if old_attrs is not None:
             termios.tcsetattr(stdin_fd, termios.TCSADRAIN, old_attrs)

@@ -350,7 +350,8 @@ def test_interactive_stdin_reaches_the_container_and_eof_ends_it(busybox_env):
     assert p.stdout == "piped in\ndone\n"
 
 
-def test_run_it_gives_a_real_terminal(busybox_env):
+def _typed_session(env, argv: list[str]) -> tuple[int, bytes]:
+    """Run the CLI on a pty, type at the shell's prompt; (exit code, what it showed)."""
     import pty
     import select
 
@@ -358,9 +359,8 @@ def test_run_it_gives_a_real_terminal(busybox_env):
 
     m, s = pty.openpty()
     proc = subprocess.Popen(
-        [*BERTH, "run", "--rm", "-it", "busybox", "sh"],
-        stdin=s, stdout=s, stderr=s, env=busybox_env.env, cwd=str(REPO),
-    )  # fmt: skip
+        [*BERTH, *argv], stdin=s, stdout=s, stderr=s, env=env.env, cwd=str(REPO)
+    )
     os.close(s)
     out = b""
     sent = False
@@ -381,12 +381,26 @@ def test_run_it_gives_a_real_terminal(busybox_env):
                 sent = True
             if proc.poll() is not None and not r:
                 break
-        assert proc.wait(timeout=30) == 4
+        rc = proc.wait(timeout=30)
     finally:
         if proc.poll() is None:
             proc.kill()
         os.close(m)
+    return rc, out
+
+
+def test_run_it_gives_a_real_terminal(busybox_env):
+    rc, out = _typed_session(busybox_env, ["run", "--rm", "-it", "busybox", "sh"])
+    assert rc == 4
     assert b"/dev/pts/0" in out and b"42" in out
+
+
+def test_exec_it_relays_what_is_typed(busybox_env):
+    """The monitor's {"pid": N} line must not end the relay: typing reaches the shell."""
+    busybox_env.berth("run", "-d", "--name", "box", "busybox", "sleep", "300", check=True)
+    rc, out = _typed_session(busybox_env, ["exec", "-it", "box", "sh"])
+    assert rc == 4, out
+    assert b"/dev/pts/" in out and b"42" in out
 
 
 @pytest.mark.parametrize("runtime", ["runc", "crun"])
