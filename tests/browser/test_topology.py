@@ -230,3 +230,8 @@ def test_filter_by_network_and_find_a_container(net_stack, net_page_as, cli):
     assert page.inner_text("#search-count") == "1 found"
     matched = page.evaluate("() => berthTopology.cy.$('.match').map(n => n.data('name'))")
     assert matched == [b]
+    # A link from another page can open it filtered.
+    page.goto(net_stack.url(f"/topology/?network={n2}"))
+    page.wait_for_function(visible, arg=[a, False], timeout=WAIT)
+    page.wait_for_function(visible, arg=[b, True], timeout=WAIT)
+    assert page.locator("#net-filter").input_value() == n2
