@@ -21,10 +21,14 @@ import json
 import os
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import InvalidArgument, NotFound
 
 __all__ = ["BuildCache", "step_key"]
+
+if TYPE_CHECKING:
+    from engine.images.store import ImageRecord, ImageStore
 
 
 def step_key(parent: str, instruction: str, extra: object = None) -> str:
@@ -34,15 +38,15 @@ def step_key(parent: str, instruction: str, extra: object = None) -> str:
 
 
 class BuildCache:
-    def __init__(self, build_root: Path, store):
+    def __init__(self, build_root: Path, store: ImageStore):
         self.dir = build_root / "cache"
         self.store = store
 
     def _path(self, key: str) -> Path:
         return self.dir / key
 
-    def get(self, key: str):
-        """The cached image (an ImageRecord) for ``key``, or None."""
+    def get(self, key: str) -> ImageRecord | None:
+        """The cached image for ``key``, or None."""
         try:
             image_id = self._path(key).read_text().strip()
         except FileNotFoundError:

@@ -219,7 +219,7 @@ def file_digest(rfd: int, rel: str) -> str:
         os.close(fd)
 
 
-def hash_entries(rfd: int, entries: list[Entry], h) -> None:
+def hash_entries(rfd: int, entries: list[Entry], h: hashlib._Hash) -> None:
     """Feed every entry's content and metadata into ``h``: its path, its
     type and permission bits, its size and content hash or link target. mtime
     and owner are left out (Docker's cache ignores them too); content is

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from engine.build import steps
 from engine.build.cache import BuildCache, step_key
@@ -37,6 +37,9 @@ from engine.build.rootfs import ImageFS, Workspace
 from engine.build.shell import ShellLex
 from engine.errors import InvalidArgument, NotFound
 from engine.images.store import HOST_ARCH, ImageRecord, now_rfc3339
+
+if TYPE_CHECKING:
+    from engine.api import Engine
 
 Output = Callable[[bytes], None]
 
@@ -75,7 +78,7 @@ class StageState:
 
 
 class Builder:
-    def __init__(self, eng, opts: BuildOptions, out: Output | None = None):
+    def __init__(self, eng: Engine, opts: BuildOptions, out: Output | None = None):
         self.eng = eng
         self.opts = opts
         self._out = out
@@ -449,7 +452,7 @@ def platform_args() -> dict[str, str]:
 
 
 def build(
-    eng, opts: BuildOptions, stream: BinaryIO | None = None, out: Output | None = None
+    eng: Engine, opts: BuildOptions, stream: BinaryIO | None = None, out: Output | None = None
 ) -> BuildResult:
     started = time.monotonic()
     result = Builder(eng, opts, out).build(stream)

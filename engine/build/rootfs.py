@@ -22,10 +22,14 @@ import shutil
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import mounts
 from engine.images import layers as layer_tars
 from engine.images.content import check_digest
+
+if TYPE_CHECKING:
+    from engine.images.store import ImageStore
 
 _LOCK = ".lock"
 
@@ -136,7 +140,7 @@ class ImageFS:
             mounts.umount(str(self.root))
             self.mounted = False
 
-    def commit(self, store, always: bool = False) -> tuple[str, int] | None:
+    def commit(self, store: ImageStore, always: bool = False) -> tuple[str, int] | None:
         """The changes as a layer blob in ``store``: (diff ID, size), or None if
         nothing changed (unless ``always``: COPY/ADD make a layer even then, as in Docker)."""
         self.unmount()
@@ -149,7 +153,9 @@ class ImageFS:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def commit_upper(store, upper: Path, drop: frozenset[str] = frozenset()) -> tuple[str, int]:
+def commit_upper(
+    store: ImageStore, upper: Path, drop: frozenset[str] = frozenset()
+) -> tuple[str, int]:
     """An overlay upper dir as a layer blob (whiteouts as ``.wh.``), minus ``drop`` paths."""
     from engine.containers.commit import _filter
     from engine.containers.cp import piped

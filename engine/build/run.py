@@ -16,8 +16,12 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from engine.errors import EngineError, NotFound
+
+if TYPE_CHECKING:
+    from engine.api import Engine
 
 LABEL_PID = "berth.build.pid"
 LABEL_STEP = "berth.build.step"
@@ -25,7 +29,7 @@ LABEL_STEP = "berth.build.step"
 Output = Callable[[bytes], None]
 
 
-def remove_orphans(eng) -> list[str]:
+def remove_orphans(eng: Engine) -> list[str]:
     """Remove build containers whose builder process is gone."""
     removed = []
     for c in eng.containers(all=True, filters=[f"label={LABEL_PID}"]):
@@ -39,7 +43,7 @@ def remove_orphans(eng) -> list[str]:
 
 
 def run_step(
-    eng,
+    eng: Engine,
     image_id: str,
     argv: list[str],
     *,

@@ -180,7 +180,9 @@ def copy_or_add(b: Builder, st: StageState, ins: Instruction) -> None:
     b.commit(st, layer, text, key=key)
 
 
-def _source_root(b: Builder, st: StageState, from_: str, what: str, stack) -> _Root:
+def _source_root(
+    b: Builder, st: StageState, from_: str, what: str, stack: contextlib.ExitStack
+) -> _Root:
     never = lambda _rel: False  # noqa: E731
     if not from_:
         ctx = b.ctx
@@ -256,7 +258,7 @@ class _Download:
     digest: str  # sha256 hex of the body
 
 
-def _download(b: Builder, url: str, checksum: str | None, h) -> _Download:
+def _download(b: Builder, url: str, checksum: str | None, h: hashlib._Hash) -> _Download:
     import urllib.error
     import urllib.parse
     import urllib.request  # ~30 ms to import: only when a URL is added
