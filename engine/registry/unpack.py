@@ -255,10 +255,10 @@ def fetch_and_unpack(
         except Exception as e:
             # Bad gzip or tar data: if the blob is not the one asked for, say that.
             src.finish()
-            if isinstance(e, EngineError):  # a bad entry: say which layer of which image
-                raise type(e)(
-                    f"layer {desc['digest']} of {what}: {e}", obj=desc["digest"], errno=e.errno
-                ) from None
+            label = f"layer {desc['digest']} of {what}"
+            if isinstance(e, EngineError) and not str(e).startswith(label):
+                # A bad entry (the extractor names only the entry): which layer of which image.
+                raise type(e)(f"{label}: {e}", obj=desc["digest"], errno=e.errno) from None
             raise
         src.finish()  # a tampered blob stops here, before anything is installed
         actual = gunzip.digest if gunzip is not None else "sha256:" + src.hash.hexdigest()

@@ -297,3 +297,49 @@ def test_layer_paths_never_leave_the_store(registry_plain, fresh_env, tmp_path):
     written = [p for p in tmp_path.rglob("via-*")]
     layers = fresh_env.root / "images" / "layers"
     assert all(layers in p.parents for p in written), written
+
+
+def test_corrupt_gzip_layer_with_right_digest(registry_plain, fresh_env):
+    """A registry serving exactly what its manifest names, which is not gzip:
+    one clear error naming the layer once, nothing left behind."""
+    import os
+
+    from engine.images.content import sha256_bytes
+
+    repo = "hostile/notgzip"
+    junk = b"\x1f\x8b\x08\x00" + os.urandom(2000)
+    with registry_client(registry_plain.host) as client:
+        cfg = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "rootfs": {"type": "layers", "diff_ids": [sha256_bytes(b"whatever")]},
+            }
+        ).encode()
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": upload(client, repo, cfg),
+                "size": len(cfg),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": upload(client, repo, junk),
+                    "size": len(junk),
+                }
+            ],
+        }
+        body = json.dumps(manifest).encode()
+        client.put_manifest(repo, "latest", body, manifest["mediaType"], what=repo)
+    before = store_snapshot(fresh_env)
+    with pytest.raises(InvalidArgument) as exc:
+        fresh_env.engine().pull_image(f"{registry_plain.host}/{repo}:latest")
+    msg = str(exc.value)
+    layer = manifest["layers"][0]["digest"]
+    assert msg.startswith(f"layer {layer} of {registry_plain.host}/{repo}:latest: "), msg
+    assert msg.count(layer) == 1 and "gzip" in msg, msg
+    assert store_snapshot(fresh_env)[:2] == before[:2]
+    assert not store_snapshot(fresh_env)[2]
