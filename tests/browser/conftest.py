@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,36 +157,43 @@ def _stack_runs_relay(needle: str) -> bool:
     return False
 
 
-@pytest.fixture(scope="session")
-def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
-    tmp = tmp_path_factory.mktemp("stack")
+@contextmanager
+def start_stack(tmp: Path, default_network: str = "none") -> Iterator[LiveStack]:
+    """The real stack with an engine whose "host" is a network namespace made here (as
+    net_env does): whatever a page makes (the default bridge, veths, nftables rules)
+    lands there, never on the machine's own network."""
     eng = _new_env(tmp)  # root under tmp, run dir /run/<prefix> (short: conmon sockets)
-    eng.engine().bootstrap_image("busybox", None)
-    env = dict(eng.env)
-    env.pop("BERTH_REDIS_URL", None)
-    env.pop("BERTH_SECRET_KEY", None)
-    env.update(
-        BERTH_DASHBOARD_DB=str(tmp / "dashboard.sqlite3"),
-        BERTH_LISTEN=f"127.0.0.1:{free_port()}",
-        BERTH_DEFAULT_NETWORK="none",
-        PYTHONUNBUFFERED="1",
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dashboard.serve"],
-        env=env,
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    lines: list[str] = []
-    new: queue.Queue = queue.Queue()
-    threading.Thread(target=_reader, args=(proc, lines, new), daemon=True).start()
-    stack = LiveStack(
-        base="http://" + env["BERTH_LISTEN"], env=env, engine_env=eng, proc=proc, lines=lines
-    )
+    eng.host_netns = f"{eng.prefix}h"
+    subprocess.run(["ip", "netns", "add", eng.host_netns], check=True)
+    subprocess.run(["ip", "-n", eng.host_netns, "link", "set", "lo", "up"], check=True)
+    proc = None
+    stack = None
     try:
+        eng.engine().bootstrap_image("busybox", None)
+        env = dict(eng.env)  # carries BERTH_HOST_NETNS
+        env.pop("BERTH_REDIS_URL", None)
+        env.pop("BERTH_SECRET_KEY", None)
+        env.update(
+            BERTH_DASHBOARD_DB=str(tmp / "dashboard.sqlite3"),
+            BERTH_LISTEN=f"127.0.0.1:{free_port()}",
+            BERTH_DEFAULT_NETWORK=default_network,
+            PYTHONUNBUFFERED="1",
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dashboard.serve"],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        lines: list[str] = []
+        new: queue.Queue = queue.Queue()
+        threading.Thread(target=_reader, args=(proc, lines, new), daemon=True).start()
+        stack = LiveStack(
+            base="http://" + env["BERTH_LISTEN"], env=env, engine_env=eng, proc=proc, lines=lines
+        )
         stack.passwords["admin"] = _wait_line(new, r"one-time password: (\S+)", lines)
         _wait_line(new, r"(dashboard at )", lines)
         stack.manage(
@@ -198,29 +206,16 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
             )
         )
         stack.passwords.update(PASSWORDS)
-        # The events relay feeds live updates. serve starts it once helper "live"
-        # adds it there; until then (module present, no relay process) we run one.
-        if _relay_running() and not _stack_runs_relay(str(tmp)):
-            stack.extra.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "dashboard.live.relay"],
-                    env=env,
-                    cwd=REPO,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    start_new_session=True,
-                )
-            )
         yield stack
     finally:
-        for p in stack.extra:
+        for p in stack.extra if stack else []:
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGTERM)
                 try:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     os.killpg(p.pid, signal.SIGKILL)
-        if proc.poll() is None:
+        if proc is not None and proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=40)
@@ -233,6 +228,13 @@ def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        subprocess.run(["ip", "netns", "del", eng.host_netns], check=False)
+
+
+@pytest.fixture(scope="session")
+def live_stack(tmp_path_factory) -> Iterator[LiveStack]:
+    with start_stack(tmp_path_factory.mktemp("stack")) as stack:
+        yield stack
 
 
 @pytest.fixture(scope="session")
