@@ -74,7 +74,12 @@ class CredentialStore:
         return data
 
     def _write(self, data: dict) -> None:
+        """Replace the file atomically; called with the lock held, so any staging
+        file of an earlier writer is one that was killed: it holds a password, it goes."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in self.path.parent.glob(f".{self.path.name}.tmp-*"):
+            with contextlib.suppress(FileNotFoundError):
+                stale.unlink()
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.urandom(16).hex()}")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:

@@ -210,14 +210,16 @@ def test_blobinfo_cache(tmp_path):
 
 def test_credentials_file_concurrent_logins_stay_private(tmp_path):
     """Logins at once (each its own lock fd, as separate processes have), an
-    open umask and a file another tool left world-readable: every login kept,
-    mode 0600, no staging file left."""
+    open umask, a file another tool left world-readable and the staging file
+    of a login that was killed: every login kept, mode 0600, no staging file."""
     import os
     import threading
 
     path = tmp_path / "auth.json"
     path.write_text('{"auths": {}}')
     os.chmod(path, 0o644)
+    # What a login killed between writing and renaming leaves: a password in a stray file.
+    (tmp_path / ".auth.json.tmp-0123abcd").write_text('{"auths": {"x": {"auth": "c2VjcmV0"}}}')
     old = os.umask(0)
     try:
         threads = [
