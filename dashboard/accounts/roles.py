@@ -18,6 +18,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 
 ORDER = {"viewer": 1, "operator": 2, "admin": 3}
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
 
 def role_of(user: Any) -> str | None:
@@ -46,8 +47,17 @@ def has_role(user: Any, role: str) -> bool:
     return got is not None and ORDER[got] >= ORDER[role]
 
 
+def _record_denied(request: Any, role: str) -> None:
+    """A change forced below one's role (the page offers no such button): on the record."""
+    from dashboard.accounts.audit import record
+
+    params = {"method": request.method, "needs": role, "has": role_of(request.user) or "none"}
+    record(request, "access.denied", request.path, params, result=f"refused: needs the {role} role")
+
+
 def role_required(role: str) -> Callable:
-    """View decorator: login required (redirect), then ``role`` or higher (else 403)."""
+    """View decorator: login required (redirect), then ``role`` or higher (else 403;
+    a refused POST is audited as ``access.denied``)."""
 
     def deco(view: Callable) -> Callable:
         @wraps(view)
@@ -55,6 +65,8 @@ def role_required(role: str) -> Callable:
             if not request.user.is_authenticated:
                 return redirect_to_login(request.get_full_path())
             if not has_role(request.user, role):
+                if request.method not in SAFE_METHODS:
+                    _record_denied(request, role)
                 raise PermissionDenied(f"needs the {role} role")
             return view(request, *args, **kwargs)
 

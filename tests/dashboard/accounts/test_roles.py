@@ -162,3 +162,22 @@ def test_ws_role_reads_the_user_afresh(users):
     assert async_to_sync(ws_role)(scope, "viewer")
     User.objects.filter(pk=op.pk).update(is_active=False)
     assert not async_to_sync(ws_role)(scope, "viewer")
+
+
+def test_forced_changes_below_the_role_are_on_the_record(client_as, users, engine_root):
+    """A viewer forcing a change's URL gets 403, and the attempt is audited (who, from
+    where, what); merely opening a page one may not see is not."""
+    from dashboard.accounts.models import AuditEntry
+
+    v = client_as("viewer")
+    assert v.post("/volumes/create/", {"name": "x"}, REMOTE_ADDR="192.0.2.4").status_code == 403
+    assert client_as("operator").post("/users/create/", {"username": "m"}).status_code == 403
+    assert v.get("/users/").status_code == 403
+    got = list(AuditEntry.objects.order_by("id").values_list("actor", "action", "target"))
+    assert got == [
+        ("viewer", "access.denied", "/volumes/create/"),
+        ("operator", "access.denied", "/users/create/"),
+    ]
+    e = AuditEntry.objects.order_by("id").first()
+    assert e.address == "192.0.2.4" and e.result == "refused: needs the operator role"
+    assert e.params == {"method": "POST", "needs": "operator", "has": "viewer"}
