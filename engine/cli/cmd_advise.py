@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 
-def _image_subparsers(sub: Any) -> Any | None:
+def image_subparsers(sub: Any) -> Any | None:
+    """The ``image`` verb's subparsers action, or None when main.py did not build it."""
     image = sub.choices.get("image")
     if image is None:
         return None  # another verb: main.py built only its parsers
@@ -29,7 +30,7 @@ def _image_subparsers(sub: Any) -> Any | None:
 
 
 def register(sub: Any) -> None:
-    isub = _image_subparsers(sub)
+    isub = image_subparsers(sub)
     if isub is None or "advise" in isub.choices:
         return
     p = isub.add_parser(

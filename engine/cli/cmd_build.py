@@ -16,17 +16,6 @@ import sys
 from typing import Any
 
 
-def _image_subparsers(sub: Any) -> Any | None:
-    image = sub.choices.get("image")
-    group = getattr(image, "_subparsers", None) if image is not None else None
-    if group is None:
-        return None
-    for action in group._group_actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
-
-
 def _add_build(p: argparse.ArgumentParser) -> None:
     p.add_argument("-t", "--tag", action="append", default=[], dest="tags", metavar="NAME:TAG")
     p.add_argument("-f", "--file", default="", dest="dockerfile", metavar="DOCKERFILE",
@@ -57,7 +46,9 @@ def register(sub: Any) -> None:
         prune.add_argument("-a", "--all", action="store_true")
         prune.set_defaults(func=cmd_builder_prune)
         builder.set_defaults(func=lambda _a: builder.print_help() or 0)
-    isub = _image_subparsers(sub)
+    from engine.cli.cmd_advise import image_subparsers
+
+    isub = image_subparsers(sub)
     if isub is not None and "build" not in isub.choices:
         _add_build(isub.add_parser("build", help="Build an image from a Dockerfile"))
 
