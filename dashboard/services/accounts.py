@@ -39,6 +39,11 @@ def host_change(event: dict) -> dict[str, str]:
         change = "veth removed"
     elif "bridge_removed" in attrs:
         change = "bridge removed" if attrs.pop("bridge_removed") == "True" else "address removed"
+    elif "vlan_created" in attrs:  # macvlan/ipvlan parent such as eth0.10
+        change, attrs["vlan"] = "vlan created", attrs.pop("vlan_created")
+    elif "vlan_removed" in attrs:
+        attrs["vlan"] = attrs.pop("vlan_removed")
+        change = "vlan removed" if attrs["vlan"] else "vlan not removed"
     else:
         change = "bridge set up"
     return {"change": change, **{k: str(v) for k, v in attrs.items() if v not in ("", None)}}

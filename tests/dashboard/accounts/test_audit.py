@@ -250,3 +250,21 @@ def test_csv_export_refuses_a_bad_filter(client_as):
     """A bad date must not silently export the whole log."""
     r = client_as("viewer").get("/audit.csv", {"since": "last week"})
     assert r.status_code == 400 and b"is not a date (YYYY-MM-DD)" in r.content
+
+
+def test_vlan_host_changes_named_as_such(engine_root):
+    """macvlan/ipvlan networks make and remove a VLAN link on the host, not a bridge."""
+    from dashboard.services.accounts import host_change
+
+    def ev(**attrs):
+        return {"Action": "host_changes", "Actor": {"ID": "n", "Attributes": attrs}}
+
+    assert host_change(ev(name="mv", vlan_created="eth0.10")) == {
+        "change": "vlan created", "name": "mv", "vlan": "eth0.10"
+    }  # fmt: skip
+    assert host_change(ev(name="mv", vlan_removed="eth0.10")) == {
+        "change": "vlan removed", "name": "mv", "vlan": "eth0.10"
+    }  # fmt: skip
+    assert host_change(ev(name="br", bridge="b1", address="10.1.0.1/24"))["change"] == (
+        "bridge set up"
+    )
