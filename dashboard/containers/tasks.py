@@ -28,3 +28,34 @@ def stop_container(ctx, ref: str, timeout: float | None = None, address: str = "
         raise
     record(request, "container.stop", target=name, params={"timeout": timeout})
     return {"container": name, "state": svc.get(ctx.user, ref).state}
+
+
+@tasks_api.tracked("long.container_run")
+def run_with_pull(ctx, opts: dict, start: bool = True, address: str = "") -> dict:
+    """`run` of an image that is not here yet: pull it (progress per layer, as on the
+    images page), then create and start. Safe to retry: a pull of what is present is
+    cheap, and a second create is refused by name before anything is made."""
+    from dashboard.accounts.audit import record
+    from dashboard.images.tasks import registry_progress
+    from dashboard.services import containers as svc
+    from dashboard.services import images
+    from engine.containers.options import CreateOptions
+
+    options = CreateOptions.from_dict(opts)
+    request = SimpleNamespace(META={"REMOTE_ADDR": address}, user=ctx.user)
+    params = svc.params_of(options)
+    try:
+        if not svc.image_is_local(ctx.user, options.image):
+            images.pull(ctx.user, options.image, progress=registry_progress(ctx))
+        ctx.progress({"summary": f"creating the container from {options.image}"})
+        c = svc.run(ctx.user, options, start=start)
+    except svc.FormErrors as e:
+        record(request, "container.run", target=options.name, params=params,
+               result="; ".join(e.errors.values()))  # fmt: skip
+        raise svc.EngineError("; ".join(e.errors.values())) from None
+    except svc.EngineError as e:
+        record(request, "container.run", target=options.name, params=params, result=str(e))
+        raise
+    record(request, "container.run", target=c.name, params=params)
+    ctx.progress({"summary": f"{'started' if start else 'created'} {c.name}"})
+    return {"container": c.name, "id": c.id}

@@ -92,6 +92,8 @@ def run(request):
         form = RunForm(request.POST, is_admin=is_admin)
         if form.is_valid():
             opts = form.cleaned_options
+            if not svc.image_is_local(request.user, opts.image):
+                return _run_with_pull(request, opts, form.cleaned_data["start"])
             try:
                 c = svc.run(request.user, opts, start=form.cleaned_data["start"])
             except svc.FormErrors as e:
@@ -119,6 +121,24 @@ def run(request):
         form = RunForm(is_admin=is_admin, initial={"start": True, "restart": "no"})
     tpl = "containers/_run_form.html" if request.htmx else "containers/run.html"
     return render(request, tpl, {"form": form, "is_admin": is_admin})
+
+
+def _run_with_pull(request, opts, start: bool):
+    """The image is not here: pull then run in a long task, followed on its page (Docker's
+    `--pull missing`). The audit entry is written when the task ends."""
+    from dashboard.live import tasks_api
+
+    tid = tasks_api.start(
+        request.user, "container.run", "long.container_run",
+        {"opts": opts.to_dict(), "start": start, "address": request.META.get("REMOTE_ADDR", "")},
+        target=opts.name or opts.image,
+    )  # fmt: skip
+    url = reverse("live:task", args=[tid])
+    if request.htmx:
+        resp = HttpResponse(status=204)
+        resp["HX-Redirect"] = url
+        return resp
+    return redirect(url)
 
 
 def _tab_context(request, ref: str, tab: str) -> dict:

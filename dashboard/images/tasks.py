@@ -20,7 +20,7 @@ from dashboard.live import tasks_api
 from dashboard.services import images
 
 
-def _registry_progress(ctx: tasks_api.TaskContext):
+def registry_progress(ctx: tasks_api.TaskContext):
     """The engine's pull/push messages -> progress entries (throttled per layer)."""
 
     def forward(msg: dict) -> None:
@@ -44,14 +44,14 @@ def _registry_progress(ctx: tasks_api.TaskContext):
 
 @tasks_api.tracked("long.image_pull", retry_on=(images.Unreachable,))
 def image_pull(ctx: tasks_api.TaskContext, ref: str) -> dict:
-    result = images.pull(ctx.user, ref, progress=_registry_progress(ctx))
+    result = images.pull(ctx.user, ref, progress=registry_progress(ctx))
     ctx.progress({"summary": result.get("Status") or f"pulled {ref}"})
     return result
 
 
 @tasks_api.tracked("long.image_push", retry_on=(images.Unreachable,))
 def image_push(ctx: tasks_api.TaskContext, ref: str) -> dict:
-    result = images.push(ctx.user, ref, progress=_registry_progress(ctx))
+    result = images.push(ctx.user, ref, progress=registry_progress(ctx))
     ctx.progress({"summary": f"pushed {ref}: {result.get('Digest', '')}"})
     return result
 

@@ -309,6 +309,11 @@ def parse_run(req: RunRequest, *, is_admin: bool) -> CreateOptions:
     )
 
 
+def image_is_local(user: Any, ref: str) -> bool:
+    """Is ``ref`` in the image store (else a run must pull it first)?"""
+    return engine_for(user).images.exists(ref)
+
+
 def run(user: Any, opts: CreateOptions, *, start: bool = True) -> records.Container:
     """Create (and start) the container. Errors from the engine are mapped to the
     field they are about where that is clear (FormErrors), else raised as they are."""

@@ -325,3 +325,27 @@ def test_export_then_import_and_prune(client_as, dash_engine, start_worker, tran
     rec = run_task(c, "/images/prune/", {"all": "1", "confirm": "yes"})
     assert rec.state == "success", rec.error
     assert rec.result["Deleted"] >= 2 and dash_engine.engine().list_images() == []
+
+
+def test_run_of_an_image_not_here_pulls_it_in_a_task(
+    client_as, dash_engine, registry, start_worker, transactional_db
+):
+    """The run form with a registry image that is not local: a long task pulls it (per
+    layer, as the images page shows) and then runs it; audited when it ends."""
+    ref = push_big_image(dash_engine, registry, "live/runme", layers=1, size=50_000)
+    start_worker()
+    name = "pulled-" + secrets.token_hex(3)
+    rec = run_task(
+        client_as("operator"),
+        "/containers/run/",
+        {"image": ref, "name": name, "command": "sleep 300", "start": "on", "restart": "no"},
+    )
+    assert rec.state == "success", rec.error
+    assert rec.result["container"] == name
+    entries = [d for _sid, d in tasks_api.entries(rec.id)]
+    assert any(d.get("status") == "Pull complete" for d in entries)
+    c = dash_engine.engine().get_container(name)
+    assert c.state == "running"
+    entry = AuditEntry.objects.get(action="container.run", target=name)
+    assert entry.result == "ok" and entry.actor == "operator"
+    dash_engine.berth("rm", "-f", name, check=True)
