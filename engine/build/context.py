@@ -50,8 +50,8 @@ class BuildContext:
 
 
 def dir_context(path: Path) -> BuildContext:
-    """A directory as a context, nothing ignored yet (``--build-context NAME=DIR``
-    stays so; the main context gets its .dockerignore once the Dockerfile is known)."""
+    """A directory as a context, nothing ignored yet (the caller sets ``ignore`` from
+    its .dockerignore: the main context's once the Dockerfile is known)."""
     if not path.is_dir():
         raise NotFound(f"unable to prepare context: path {str(path)!r} not found", obj=str(path))
     return BuildContext(path, open_root(path), Matcher([]))

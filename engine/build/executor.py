@@ -176,7 +176,9 @@ class Builder:
         self.warnings += [f"{df_name}:{line}: {msg}" for line, msg in df.warnings]
         for name, spec in self.opts.build_contexts.items():
             if not spec.startswith("docker-image://"):
-                self.named[name] = dir_context(Path(spec))
+                named = self.named[name] = dir_context(Path(spec))
+                # A local named context keeps its own .dockerignore (as in BuildKit).
+                named.ignore = Matcher(read_patterns(ignore_text(named.rfd, None, None)))
         return df
 
     # -- stages ---------------------------------------------------------------------------------

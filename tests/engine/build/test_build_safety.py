@@ -391,3 +391,24 @@ def test_run_after_volume_and_healthcheck_leaves_no_volume_and_no_health_runner(
 
     assert helpers.all_helpers(eng) == []  # no health-check runner was started for the step
     assert busybox_env.berth("run", "--rm", "vol", "ls", "/data", check=True).stdout == ""
+
+
+def test_a_named_context_keeps_its_own_dockerignore(busybox_env, tmp_path):
+    # BuildKit applies a local named context's .dockerignore: excluded files are not sent.
+    extra = write_tree(
+        tmp_path / "extra", {".dockerignore": "secret\n", "secret": "s3cret\n", "ok": "ok\n"}
+    )
+    ctx = write_tree(
+        tmp_path / "ctx",
+        {"Dockerfile": 'FROM busybox\nCOPY --from=extra . /d/\nCMD ["ls", "-A", "/d"]\n'},
+    )
+    p = busybox_env.berth(
+        "build", "-q", "-t", "named", "--build-context", f"extra={extra}", str(ctx)
+    )
+    assert p.returncode == 0, p.stderr
+    assert busybox_env.berth("run", "--rm", "named", check=True).stdout.split() == [
+        ".dockerignore", "ok",
+    ]  # fmt: skip
+    (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --from=extra secret /s\n")
+    p = busybox_env.berth("build", "--build-context", f"extra={extra}", str(ctx))
+    assert p.returncode == 1 and "excluded by .dockerignore" in p.stderr
