@@ -13,12 +13,13 @@ import threading
 from collections.abc import Iterable
 from urllib.parse import quote, urljoin, urlsplit
 
-from engine.errors import EngineError, NotFound
+from engine.errors import EngineError
 from engine.registry import auth
 from engine.registry.credentials import Credentials
 from engine.registry.errors import RegistryError, Unauthorized, Unreachable
 from engine.registry.hosts import RegistryHosts
 from engine.registry.manifests import MAX_MANIFEST
+from engine.registry.replies import error_detail, refusal, reply_error
 from engine.registry.transport import (  # noqa: F401  (describe_oserror: re-exported)
     Body,
     BodyFactory,
@@ -45,20 +46,6 @@ def push_scope(repo: str) -> str:
 
 
 # -- the registry client ----------------------------------------------------------------------
-
-
-def error_detail(text: str) -> tuple[str, str]:
-    """(code, message) from a registry's ``{"errors": [...]}`` body, or ("", text)."""
-    try:
-        data = json.loads(text)
-        errs = data.get("errors") if isinstance(data, dict) else None
-        if errs and isinstance(errs, list) and isinstance(errs[0], dict):
-            return str(errs[0].get("code", "")), _one_line(errs[0].get("message", ""))
-        if isinstance(data, dict) and data.get("details"):
-            return "", _one_line(data["details"])
-    except ValueError:
-        pass
-    return "", _one_line(text, 200)
 
 
 class RegistryClient:
@@ -303,70 +290,11 @@ class RegistryClient:
         scopes: tuple[str, ...],
         what: str,
     ) -> EngineError:
-        c = auth.pick(challenges)
-        code, message = detail
-        login_hint = f": run 'berth login {self.domain}'"
-        if used and used.startswith("Bearer "):
-            token = used[len("Bearer ") :]
-            realm = self._challenge.realm if self._challenge else ""
-            exp = auth.expired_at(token)
-            if exp:
-                return Unauthorized(
-                    f"unauthorized: {self.domain} refused the token from {realm}: it expired at {exp} "
-                    "(check the token server's token lifetime and the clocks)",
-                    obj=self.domain,
-                )
-            if (c and c.params.get("error") == "insufficient_scope") or code == "DENIED":
-                op = "push" if any(s.endswith(",push") for s in scopes) else "pull"
-                if not self.credentials:
-                    return Unauthorized(
-                        f"{op} access denied for {what}: the repository does not exist or needs a login{login_hint}",
-                        obj=what,
-                    )
-                return Unauthorized(
-                    f"denied: {op} access to {what} is denied for user {self.credentials.username!r}",
-                    obj=what,
-                )
-            return Unauthorized(
-                f"unauthorized: {self.domain} refused the token from {realm}: {message or code or 'invalid token'}",
-                obj=self.domain,
-            )
-        if used and used.startswith("Basic "):
-            return Unauthorized(
-                f"unauthorized: incorrect username or password for {self.domain}", obj=self.domain
-            )
-        if self.credentials and c is None:
-            return Unauthorized(f"unauthorized: {self.domain}: {message or code}", obj=self.domain)
-        return Unauthorized(
-            f"unauthorized: authentication required by {self.domain}{login_hint}", obj=self.domain
-        )
+        realm = self._challenge.realm if self._challenge else ""
+        return refusal(self.domain, realm, self.credentials, challenges, detail, used, scopes, what)
 
     def _error(self, resp: Response, what: str) -> EngineError:
-        code, message = error_detail(resp.text())
-        status = resp.status
-        if status == 404:
-            if code == "MANIFEST_UNKNOWN":
-                return NotFound(f"manifest for {what} not found: manifest unknown", obj=what)
-            if code == "NAME_UNKNOWN":
-                return NotFound(f"repository for {what} not found: name unknown", obj=what)
-            if code == "BLOB_UNKNOWN":
-                return NotFound(f"{what} not found: blob unknown to registry", obj=what)
-            return NotFound(f"{what} not found on registry {self.domain}", obj=what)
-        if status == 403 or code == "DENIED":
-            return Unauthorized(
-                f"denied: {message or 'requested access to the resource is denied'} ({what})",
-                obj=what,
-            )
-        if status == 429 or code == "TOOMANYREQUESTS":
-            return RegistryError(
-                f"toomanyrequests: {message or 'rate limit reached'} ({what})", obj=what
-            )
-        detail = f"{code.lower()}: {message}" if code else message
-        return RegistryError(
-            f"{what}: registry {self.domain} answered HTTP {status} {resp.reason}"
-            + (f": {detail}" if detail else ""),
-            obj=what,
-        )
+        return reply_error(self.domain, resp.status, resp.reason, resp.text(), what)
 
     # The distribution API -------------------------------------------------------------
     def ping(self) -> None:
