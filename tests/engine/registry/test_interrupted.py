@@ -83,3 +83,44 @@ def test_two_pulls_of_the_same_image_at_once(registry_plain, busybox_env, fresh_
     assert _leftovers(fresh_env) == (set(), set())
     run = fresh_env.berth("run", "--rm", ref, "ls", "/data")
     assert run.stdout.split() == ["layer0.bin", "layer1.bin"]
+
+
+def test_connection_cut_mid_blob_is_resumed(registry_plain, busybox_env, fresh_env):
+    """A registry (or a proxy on the way) that drops the connection half-way
+    through a layer: the rest is fetched with a Range request, verified as a whole."""
+    import http.client
+
+    ref_path = "interrupted/cut:latest"
+    add_multilayer_image(busybox_env, f"{registry_plain.host}/{ref_path}", sizes=(2_000_000,))
+    pushed = busybox_env.engine().push_image(f"{registry_plain.host}/{ref_path}")
+    big = pushed["Layers"][-1]["Digest"]
+    cut: list[str] = []
+    ranges: list[str] = []
+
+    def cut_once(h) -> bool:
+        if h.command != "GET" or not h.path.endswith(big):
+            return False
+        if h.headers.get("Range"):
+            ranges.append(h.headers["Range"])
+            return False  # the real registry answers the Range request
+        if cut:
+            return False
+        conn = http.client.HTTPConnection(registry_plain.host, timeout=30)
+        conn.request("GET", h.path)
+        data = conn.getresponse().read()
+        conn.close()
+        h.send_response(200)
+        h.send_header("Content-Length", str(len(data)))
+        h.end_headers()
+        h.wfile.write(data[: len(data) // 2])
+        h.wfile.flush()
+        h.close_connection = True
+        cut.append(h.path)
+        return True
+
+    with RegistryProxy(registry_plain.host) as proxy:
+        proxy.hook = cut_once
+        result = fresh_env.engine().pull_image(f"{proxy.netloc}/{ref_path}")
+    assert cut and ranges and ranges[0].startswith("bytes=") and ranges[0] != "bytes=0-"
+    assert [layer["Status"] for layer in result["Layers"]][-1] == "Pull complete"
+    assert _leftovers(fresh_env) == (set(), set())
