@@ -45,7 +45,7 @@ def run_with_pull(ctx, opts: dict, start: bool = True, address: str = "") -> dic
     request = SimpleNamespace(META={"REMOTE_ADDR": address}, user=ctx.user)
     params = svc.params_of(options)
     try:
-        if not svc.image_is_local(ctx.user, options.image):
+        if svc.needs_pull(ctx.user, options.image):
             images.pull(ctx.user, options.image, progress=registry_progress(ctx))
         ctx.progress({"summary": f"creating the container from {options.image}"})
         c = svc.run(ctx.user, options, start=start)

@@ -92,7 +92,7 @@ def run(request):
         form = RunForm(request.POST, is_admin=is_admin)
         if form.is_valid():
             opts = form.cleaned_options
-            if not svc.image_is_local(request.user, opts.image):
+            if svc.needs_pull(request.user, opts.image):
                 return _run_with_pull(request, opts, form.cleaned_data["start"])
             try:
                 c = svc.run(request.user, opts, start=form.cleaned_data["start"])

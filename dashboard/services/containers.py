@@ -80,7 +80,7 @@ def list_rows(user: Any, state: str = "", q: str = "") -> list[Row]:
     eng = engine_for(user)
     q = q.strip().lower()
     out = []
-    for c in records.load_all(eng.db):
+    for c in eng.container_records():
         r = row_of(c)
         if state and r.state != state:
             continue
@@ -309,9 +309,19 @@ def parse_run(req: RunRequest, *, is_admin: bool) -> CreateOptions:
     )
 
 
-def image_is_local(user: Any, ref: str) -> bool:
-    """Is ``ref`` in the image store (else a run must pull it first)?"""
-    return engine_for(user).images.exists(ref)
+def needs_pull(user: Any, ref: str) -> bool:
+    """Should a run pull ``ref`` first? When it is not in the store and names a registry
+    of its own (``host[:port]/repo``). A bare name would mean Docker Hub, which these
+    hosts cannot reach: the form says "no such image" at once instead."""
+    from engine.images import reference
+
+    if engine_for(user).images.exists(ref):
+        return False
+    try:
+        parsed = reference.parse_reference(ref)
+    except EngineError:
+        return False  # the run itself names the problem
+    return parsed.domain != reference.DEFAULT_DOMAIN
 
 
 def run(user: Any, opts: CreateOptions, *, start: bool = True) -> records.Container:
