@@ -96,6 +96,7 @@ class Builder:
         self.orphans_checked = False
         self.df: Dockerfile | None = None
         self.monitors: list[int] = []  # conmon pids of RUN steps, finishing their exit commands
+        self.build_id = ""  # set by the first RUN (see live_id)
 
     # -- output -------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -123,6 +124,10 @@ class Builder:
                 if c is not None:
                     c.close()
             self.ws.close()
+            if self.build_id:
+                from engine.build.run import unregister_build
+
+                unregister_build(self.build_id)
             if self.monitors:
                 from engine.build.run import wait_monitors
 
@@ -429,6 +434,15 @@ class Builder:
         """The stage's current filesystem, mounted writable (a new upper dir)."""
         dirs = self.eng.images.layer_dirs(st.image_id) if st.image_id else []
         return ImageFS(self.workspace(), dirs)
+
+    def live_id(self) -> str:
+        """This build's id on its RUN containers, live in this process until the build
+        ends (another build's orphan sweep then leaves them alone)."""
+        if not self.build_id:
+            from engine.build.run import register_build
+
+            self.build_id = register_build()
+        return self.build_id
 
     def reap_orphans_once(self) -> None:
         if not self.orphans_checked:

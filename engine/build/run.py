@@ -6,8 +6,10 @@ The container is made and started through the engine's own create/start
 before the runtime starts so no output is lost, and its output is handed to
 the build's output as it comes. Whatever happens (a failing command, an
 error, Ctrl-C) the container is removed again, with its mounts, netns and
-cgroup. Build containers carry the label ``berth.build.pid``: a later build
-removes those whose builder died (a builder killed with -9 cannot clean up).
+cgroup. Build containers carry the labels ``berth.build.pid`` and
+``berth.build.id``: a later build removes those whose builder died (a builder
+killed with -9 cannot clean up), telling a reused pid and another build of the
+same process (threads share a pid) from a live builder.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -24,17 +27,53 @@ if TYPE_CHECKING:
     from engine.api import Engine
 
 LABEL_PID = "berth.build.pid"
+LABEL_BUILD = "berth.build.id"  # "<builder's start time>:<random>"
 LABEL_STEP = "berth.build.step"
+
+_LIVE_BUILDS: set[str] = set()  # builds running in this process
+
+
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), or None when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat.rsplit(b")", 1)[1].split()[19].decode()  # field 22, after "pid (comm)"
+
+
+def register_build() -> str:
+    """A new build id, live in this process until :func:`unregister_build`."""
+    build_id = f"{_start_time(os.getpid())}:{uuid.uuid4().hex[:12]}"
+    _LIVE_BUILDS.add(build_id)
+    return build_id
+
+
+def unregister_build(build_id: str) -> None:
+    _LIVE_BUILDS.discard(build_id)
+
+
+def _builder_alive(labels: dict[str, str]) -> bool:
+    pid, build_id = labels.get(LABEL_PID, ""), labels.get(LABEL_BUILD, "")
+    if not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        return build_id in _LIVE_BUILDS
+    started = _start_time(int(pid))
+    if started is None:
+        return False
+    return not build_id or build_id.split(":", 1)[0] == started  # not a reused pid
+
 
 Output = Callable[[bytes], None]
 
 
 def remove_orphans(eng: Engine) -> list[str]:
-    """Remove build containers whose builder process is gone."""
+    """Remove build containers whose build is over (its builder died mid-step)."""
     removed = []
     for c in eng.containers(all=True, filters=[f"label={LABEL_PID}"]):
-        pid = c.opts.labels.get(LABEL_PID, "")
-        if pid.isdigit() and int(pid) != os.getpid() and os.path.exists(f"/proc/{pid}"):
+        if _builder_alive(c.opts.labels):
             continue
         with contextlib.suppress(EngineError):
             eng.remove_container(c.id, force=True, volumes=True)
@@ -52,6 +91,7 @@ def run_step(
     user: str,
     network: str,
     step: str,
+    build_id: str,
     out: Output,
     started: Callable[[str], None],
     monitors: list[int],
@@ -76,7 +116,7 @@ def run_step(
         workdir=workdir,
         user=user,
         network=network,
-        labels={LABEL_PID: str(os.getpid()), LABEL_STEP: step},
+        labels={LABEL_PID: str(os.getpid()), LABEL_BUILD: build_id, LABEL_STEP: step},
         no_healthcheck=True,  # Docker's builder runs no health check for a step
     )
     c = eng.create_container(opts)

@@ -329,6 +329,7 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
         user=st.cfg.get("User") or "",
         network=network,
         step=f"{b.step}/{b.total}",
+        build_id=b.live_id(),
         out=b.raw,
         started=started,
         monitors=b.monitors,

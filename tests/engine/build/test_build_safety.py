@@ -412,3 +412,39 @@ def test_a_named_context_keeps_its_own_dockerignore(busybox_env, tmp_path):
     (ctx / "Dockerfile").write_text("FROM busybox\nCOPY --from=extra secret /s\n")
     p = busybox_env.berth("build", "--build-context", f"extra={extra}", str(ctx))
     assert p.returncode == 1 and "excluded by .dockerignore" in p.stderr
+
+
+def test_concurrent_builds_in_one_process_keep_each_others_containers(busybox_env, tmp_path):
+    # Threads of one process (a worker running builds side by side) share a pid: the
+    # orphan sweep of one build must not take the other's running RUN container.
+    from engine.build.options import BuildOptions
+
+    first = write_tree(
+        tmp_path / "a",
+        {"Dockerfile": "FROM busybox\nRUN echo a-started && sleep 3 && echo a-done\n"},
+    )
+    second = write_tree(tmp_path / "b", {"Dockerfile": "FROM busybox\nRUN echo b-ran\n"})
+    started = threading.Event()
+    results: dict[str, object] = {}
+
+    def out_a(data: bytes) -> None:
+        if b"a-started" in data:
+            started.set()
+
+    def build(name: str, ctx: Path, out) -> None:
+        try:
+            opts = BuildOptions(context=str(ctx), tags=[f"{name}:1"])
+            results[name] = busybox_env.engine().build_image(opts, None, out)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            results[name] = e
+
+    t = threading.Thread(target=build, args=("a", first, out_a))
+    t.start()
+    try:
+        assert started.wait(60)
+        build("b", second, None)
+    finally:
+        t.join(120)
+    assert not isinstance(results["a"], BaseException), results["a"]
+    assert not isinstance(results["b"], BaseException), results["b"]
+    assert busybox_env.engine().containers(all=True) == []
