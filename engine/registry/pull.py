@@ -35,7 +35,7 @@ from engine.registry.client import RegistryClient
 from engine.registry.parallel import run_all
 from engine.registry.progress import Progress, short_id
 from engine.registry.staging import StagedBlob
-from engine.registry.unpack import BlobStream, Cancelled, fetch_and_unpack
+from engine.registry.unpack import BlobStream, Cancelled, NotResumable, fetch_and_unpack
 
 DEFAULT_CONCURRENCY = 3  # Docker's max-concurrent-downloads
 
@@ -155,7 +155,14 @@ class Puller:
         report = None if quiet else (lambda n: self.progress.bytes(sid, "Downloading", n, size))
         with StagedBlob(self.store.blobs) as staged:
             src = BlobStream(
-                self.client, repo, desc, staged.file, what, report=report, cancel=cancel
+                self.client,
+                repo,
+                desc,
+                staged.file,
+                what,
+                report=report,
+                cancel=cancel,
+                restartable=True,
             )
             try:
                 src.finish()
@@ -182,25 +189,28 @@ class Puller:
         if fetch and len(unpack) == 1 and media in mf.GZIP_LAYERS + mf.UNCOMPRESSED_LAYERS:
             # The usual case: fetch, verify and unpack in one pass.
             chain, diff_id = unpack[0]
-            with StagedBlob(self.store.blobs) as staged:
-                got, _ = fetch_and_unpack(
-                    self.client,
-                    repo,
-                    desc,
-                    gzipped=media in mf.GZIP_LAYERS,
-                    blob_out=staged.file,
-                    layers=self.store.layers,
-                    chain_id=chain,
-                    diff_id=check_digest(diff_id),
-                    what=what,
-                    report=lambda n: self.progress.bytes(sid, "Downloading", n, size),
-                    cancel=cancel,
-                )
-                self.progress.layer(sid, "Verifying Checksum")
-                staged.install(digest)
-            self.progress.layer(sid, "Download complete")
-            self.progress.layer(sid, "Pull complete")
-            return got
+            try:
+                with StagedBlob(self.store.blobs) as staged:
+                    got, _ = fetch_and_unpack(
+                        self.client,
+                        repo,
+                        desc,
+                        gzipped=media in mf.GZIP_LAYERS,
+                        blob_out=staged.file,
+                        layers=self.store.layers,
+                        chain_id=chain,
+                        diff_id=check_digest(diff_id),
+                        what=what,
+                        report=lambda n: self.progress.bytes(sid, "Downloading", n, size),
+                        cancel=cancel,
+                    )
+                    self.progress.layer(sid, "Verifying Checksum")
+                    staged.install(digest)
+                self.progress.layer(sid, "Download complete")
+                self.progress.layer(sid, "Pull complete")
+                return got
+            except NotResumable:
+                pass  # cut off, and no Range support: download it whole, then unpack (below)
         if fetch:
             got = self._fetch_blob(repo, desc, what, cancel, quiet=False)
             self.progress.layer(sid, "Download complete")

@@ -36,12 +36,19 @@ class Cancelled(Exception):
     """Another layer failed: this one stops at its next read."""
 
 
+class NotResumable(RegistryError):
+    """The connection broke and the registry ignored the ``Range`` request, but
+    the bytes read so far are consumed (unpacked): only a fresh start works."""
+
+
 class BlobStream(io.RawIOBase):
     """A blob as the registry sends it, hashed and copied to ``out`` as it is read.
 
-    A connection that breaks is resumed with a ``Range`` request (or started
-    over when the registry ignores it). ``finish()`` reads to the end and
-    checks the digest and size against the descriptor.
+    A connection that breaks is resumed with a ``Range`` request. When the
+    registry ignores it (a whole 200 answer) a ``restartable`` stream (one only
+    ``finish()`` reads) starts over; another raises ``NotResumable``.
+    ``finish()`` reads to the end and checks the digest and size against the
+    descriptor.
     """
 
     def __init__(
@@ -54,9 +61,11 @@ class BlobStream(io.RawIOBase):
         *,
         report: Callable[[int], None] | None = None,
         cancel: threading.Event | None = None,
+        restartable: bool = False,
     ):
         super().__init__()
         self.client, self.repo, self.out, self.what = client, repo, out, what
+        self.restartable = restartable
         self.digest, self.size = desc["digest"], desc["size"]
         self.report = report
         self.cancel = cancel
@@ -73,11 +82,16 @@ class BlobStream(io.RawIOBase):
         self._attempt += 1
         resp = self.client.get_blob(self.repo, self.digest, offset=self.count)
         if self.count and resp.status != 206:
-            # The registry ignored the Range: start the blob again.
+            # The registry ignored the Range: the answer is the whole blob again.
+            if not self.restartable:
+                resp.close()
+                raise NotResumable(
+                    f"{self.what}: the registry cannot resume blob {self.digest}",
+                    obj=self.digest,
+                )
             self.count, self.hash = 0, hashlib.sha256()
             self.out.seek(0)
             self.out.truncate()
-            raise _Restart()
         self._resp = resp
 
     def readinto(self, b) -> int:  # type: ignore[override]
@@ -88,14 +102,7 @@ class BlobStream(io.RawIOBase):
                 raise Cancelled()
             try:
                 if self._resp is None:
-                    try:
-                        self._open()
-                    except _Restart:
-                        # Whatever the consumer already took is lost: only a fresh start works.
-                        raise RegistryError(
-                            f"{self.what}: the registry cannot resume blob {self.digest}",
-                            obj=self.digest,
-                        ) from None
+                    self._open()
                 n = self._resp.readinto(b)
             except (OSError, http.client.HTTPException) as e:
                 self._drop()
@@ -149,10 +156,6 @@ class BlobStream(io.RawIOBase):
     def close(self) -> None:
         self._drop()
         super().close()
-
-
-class _Restart(Exception):
-    pass
 
 
 class Gunzip(io.RawIOBase):
