@@ -142,21 +142,6 @@ def _wait_line(new: queue.Queue, pattern: str, lines: list[str], timeout: float 
             return m.group(1) if m.groups() else line
 
 
-def _relay_running() -> bool:
-    """Whether dashboard.live has a relay module to run (helper "live" builds it)."""
-    return (REPO / "dashboard" / "live" / "relay.py").exists()
-
-
-def _stack_runs_relay(needle: str) -> bool:
-    for pid in processes_mentioning(needle):
-        try:
-            if b"dashboard.live.relay" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
-        except OSError:
-            pass
-    return False
-
-
 @contextmanager
 def start_stack(tmp: Path, default_network: str = "none") -> Iterator[LiveStack]:
     """The real stack with an engine whose "host" is a network namespace made here (as

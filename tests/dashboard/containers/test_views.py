@@ -212,7 +212,12 @@ def test_every_role_reads_every_tab(client_as, make_ctr, role):
         r = c.get(f"/containers/{ctr.name}/{tab}/")
         assert r.status_code == 200, (tab, r.content[-1000:])
         assert ctr.name.encode() in r.content
-    assert c.get(f"/containers/{ctr.name}/").status_code == 200
+    page = c.get(f"/containers/{ctr.name}/")
+    assert page.status_code == 200
+    # Its anatomy and its place on the diagram are one click away, and answer.
+    anatomy = f"/topology/anatomy/{ctr.name}/"
+    assert anatomy.encode() in page.content and b"/topology/?q=" in page.content
+    assert c.get(anatomy).status_code == 200
     top = c.get(f"/containers/{ctr.name}/top/").content.decode()
     assert "sleep 60" in top
     inspect = c.get(f"/containers/{ctr.name}/inspect/").content.decode()
