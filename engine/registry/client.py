@@ -34,6 +34,7 @@ from engine.registry.transport import (  # noqa: F401  (describe_oserror: re-exp
 
 MAX_REDIRECTS = 5
 MAX_TAG_LIST = 4 << 20  # one page of a tag list
+MAX_TAG_PAGES = 1000  # 100,000 tags at Docker Hub's page size
 _REDIRECTS = (301, 302, 303, 307, 308)
 
 
@@ -419,7 +420,16 @@ class RegistryClient:
     def list_tags(self, repo: str, what: str) -> list[str]:
         tags: list[str] = []
         target: str | None = f"/v2/{repo}/tags/list"
+        seen: set[str] = set()
         while target:
+            # A registry whose pages never end (or come round again) must not keep us here.
+            if len(seen) >= MAX_TAG_PAGES or target in seen:
+                raise RegistryError(
+                    f"{what}: the tag list of registry {self.domain} did not end after "
+                    f"{len(seen)} pages; refused",
+                    obj=what,
+                )
+            seen.add(target)
             resp = self.request("GET", target, scopes=(pull_scope(repo),), what=what)
             link = resp.header("Link") or ""
             try:

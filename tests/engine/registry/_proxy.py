@@ -23,6 +23,7 @@ Hook = Callable[["_Handler"], bool]  # True: the hook answered
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes
     server: _Server
 
     def log_message(self, *args) -> None:

@@ -343,3 +343,29 @@ def test_corrupt_gzip_layer_with_right_digest(registry_plain, fresh_env):
     assert msg.count(layer) == 1 and "gzip" in msg, msg
     assert store_snapshot(fresh_env)[:2] == before[:2]
     assert not store_snapshot(fresh_env)[2]
+
+
+def test_tag_list_pages_that_never_end(registry_plain, fresh_env, monkeypatch):
+    """``pull -a`` against a registry whose tag list always has a next page:
+    a clear error after a bounded number of pages, not a loop."""
+    import engine.registry.client
+
+    monkeypatch.setattr(engine.registry.client, "MAX_TAG_PAGES", 30)  # 1000 by default
+    pages = {"n": 0}
+
+    def forever(h) -> bool:
+        if h.command != "GET" or "/tags/list" not in h.path:
+            return False
+        pages["n"] += 1
+        n = pages["n"]
+        body = json.dumps({"name": "hostile/tags", "tags": [f"t{n}"]}).encode()
+        link = f'</v2/hostile/tags/tags/list?n=1&last=t{n}>; rel="next"'
+        h.reply(200, {"Content-Type": "application/json", "Link": link}, body)
+        return True
+
+    with RegistryProxy(registry_plain.host) as proxy:
+        proxy.hook = forever
+        with pytest.raises(EngineError, match="tag list") as exc:
+            fresh_env.engine().pull_image(f"{proxy.netloc}/hostile/tags", all_tags=True)
+    assert "\n" not in str(exc.value) and "did not end after 30 pages" in str(exc.value)
+    assert pages["n"] == 30
