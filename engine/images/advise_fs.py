@@ -117,10 +117,6 @@ def walk_layer(index: int, root: Path) -> LayerFiles:
     return out
 
 
-def _join(d: str, name: str) -> str:
-    return ("" if d == "/" else d) + "/" + name
-
-
 def _is_opaque(path: str) -> bool:
     try:
         return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"

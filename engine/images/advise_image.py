@@ -57,13 +57,6 @@ def _ex(path: str, size: int, layer: int) -> dict:
     return {"path": path, "size": size, "layer": layer}
 
 
-def _by_layer(items: list[tuple[str, int, int]]) -> dict[int, list[tuple[str, int]]]:
-    out: dict[int, list[tuple[str, int]]] = defaultdict(list)
-    for path, size, layer in items:
-        out[layer].append((path, size))
-    return out
-
-
 def _texts(layers: list[int], st: list[Step]) -> list[str]:
     by_layer = {s.layer: s for s in st if s.layer is not None}
     return [step_text(by_layer[i]) for i in layers if i in by_layer]
