@@ -17,16 +17,21 @@ from dashboard.topology import routing as topology_routing
 
 
 class PingConsumer(AsyncWebsocketConsumer):
-    """Answers "ping" with "pong", logged-in users only.
+    """Answers "ping" with "pong", to users with a role (viewer or above) only.
 
     The answer goes through the channel layer (a message to this consumer's own
     channel) rather than straight back, so a pong proves Redis is reachable too.
     """
 
     async def connect(self) -> None:
+        from dashboard.accounts.roles import ws_role
+
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             await self.close(code=4401)
+            return
+        if not await ws_role(self.scope, "viewer"):  # logged in but granted nothing
+            await self.close(code=4403)
             return
         await self.accept()
 

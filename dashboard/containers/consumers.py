@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 from urllib.parse import parse_qs
@@ -229,6 +230,9 @@ class StatsConsumer(AsyncWebsocketConsumer):
             statsvc.unsubscribe(self.cid, self.queue)
 
 
+ROLE_RECHECK = 3.0  # seconds between role checks of an open terminal
+
+
 class TerminalConsumer(AsyncWebsocketConsumer):
     """ws/containers/<ref>/terminal/?rows=R&cols=C: `exec -it /bin/sh` in the container.
 
@@ -304,8 +308,20 @@ class TerminalConsumer(AsyncWebsocketConsumer):
 
     async def _wait_exit(self) -> None:
         assert self.term is not None
+        checked = time.monotonic()
         while self.term.finished() is None:
             await asyncio.sleep(0.2)
+            if time.monotonic() - checked >= ROLE_RECHECK:
+                # A shell outlives the page load: a user demoted or deactivated since
+                # loses it within seconds, not when they close the tab.
+                checked = time.monotonic()
+                if not await ws_role(self.scope, "operator"):
+                    self._stop_reading()
+                    await asyncio.to_thread(self.term.close)
+                    self.term = None
+                    await self.send(text_data=json.dumps({"error": "access revoked"}))
+                    await self.close(code=DENIED)
+                    return
         # Whatever the shell wrote last is still in the pty.
         self._stop_reading()
         while data := self.term.read():

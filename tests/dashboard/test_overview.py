@@ -47,3 +47,12 @@ def test_overview_counts_and_disk_use(client_as, busybox_env, monkeypatch):
 def test_overview_fragment_for_htmx(client_as, engine_root):
     body = client_as("viewer").get("/", HTTP_HX_REQUEST="true").content.decode()
     assert "Host overview" in body and "<nav>" not in body
+
+
+@pytest.mark.django_db
+def test_htmx_request_without_a_session_is_sent_to_the_login_page(client):
+    """htmx would swap the login page into a fragment; it gets HX-Redirect instead."""
+    r = client.get("/containers/", HTTP_HX_REQUEST="true")
+    assert r.status_code == 204 and r["HX-Redirect"].startswith("/login/?next=")
+    plain = client.get("/containers/")
+    assert plain.status_code == 302 and plain.url.startswith("/login/")

@@ -232,6 +232,30 @@ async def test_terminal_exit_is_reported(ws_users, make_ctr):
     assert termsvc.open_count() == 0
 
 
+async def test_terminal_closes_when_the_role_is_revoked(ws_users, make_ctr, monkeypatch):
+    """A shell outlives its page load: an operator demoted to viewer loses it within
+    the re-check interval, and the shell in the container goes with it."""
+    from dashboard.accounts.models import Grant
+    from dashboard.containers import consumers
+
+    monkeypatch.setattr(consumers, "ROLE_RECHECK", 0.5)
+    ctr = await sync_to_async(make_ctr)("sleep", "300")
+    c = communicator(f"/ws/containers/{ctr.name}/terminal/", ws_users["operator"])
+    assert (await c.connect())[0]
+    await read_terminal(c, "# ")
+    await sync_to_async(Grant.objects.filter(user=ws_users["operator"]).update)(role="viewer")
+    deadline = time.monotonic() + 20
+    closed = None
+    while time.monotonic() < deadline and closed is None:
+        msg = await c.receive_output(timeout=20)
+        if msg["type"] == "websocket.close":
+            closed = msg.get("code")
+        elif msg.get("text"):
+            assert json.loads(msg["text"]) == {"error": "access revoked"}
+    assert closed == 4403
+    assert termsvc.open_count() == 0
+
+
 async def test_terminal_refused_for_viewer_and_anonymous(ws_users, make_ctr):
     ctr = await sync_to_async(make_ctr)("sleep", "300")
     for who in ("viewer", "anonymous"):
