@@ -354,8 +354,7 @@ class Builder:
     def _finish_stage(self, st: StageState) -> ImageRecord:
         if not st.image_id:
             # FROM scratch and no step made an image: an empty image, as Docker makes.
-            rec = self.commit(st, None, "", empty=True, record_history=False)
-            return rec
+            return self.commit(st, None, "", record_history=False)
         return self.eng.images.get_by_id(st.image_id)
 
     # -- steps through the cache ---------------------------------------------------------------
@@ -383,7 +382,6 @@ class Builder:
         layer: tuple[str, int] | None,
         created_by: str,
         *,
-        empty: bool = False,
         key: str = "",
         record_history: bool = True,
     ) -> ImageRecord:
