@@ -93,30 +93,15 @@ def remove(user: Any, ref: str) -> list[dict]:
     return _changes_since(eng, mark, rec.id)
 
 
-def _link_change(change: str, bridge: str, ep: Any, container: str) -> dict:
-    return {k: v for k, v in {
-        "change": change, "container": container, "host_ifname": ep.host_ifname or "",
-        "ifname": ep.ifname or "", "ip": ep.ip or "", "bridge": bridge,
-    }.items() if v}  # fmt: skip
-
-
 def connect(user: Any, ref: str, container: str, ip: str = "") -> list[dict]:
     eng = engine_for(user)
     mark = eng.last_event_seq()
     ep = eng.connect_network(ref, container, ip=ip or None)
-    changes = _changes_since(eng, mark, ep.network_id)
-    if eng.get_container(container).state == "running":
-        # The attach hook plumbs a veth at once; it emits no event of its own.
-        changes.append(_link_change("veth added", _bridge(eng, ref), ep, container))
-    return changes
+    return _changes_since(eng, mark, ep.network_id)  # endpoint_up when it is running
 
 
 def disconnect(user: Any, ref: str, container: str) -> list[dict]:
     eng = engine_for(user)
-    running = eng.get_container(container).state == "running"
     mark = eng.last_event_seq()
     ep = eng.disconnect_network(ref, container)
-    changes = _changes_since(eng, mark, ep.network_id)
-    if running:
-        changes.append(_link_change("veth removed", _bridge(eng, ref), ep, container))
-    return changes
+    return _changes_since(eng, mark, ep.network_id)  # endpoint_down when it was running

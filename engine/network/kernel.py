@@ -143,15 +143,25 @@ class NetworkKernelAPI:
         from engine.containers.records import Paths
 
         self.attach_endpoint(rec, ep, Paths(self.config, container.id).netns_name, primary=False)
+        # `network connect` of a running container: the audit log and the topology
+        # learn which link it made, as they do at start.
+        self.emit("network", "endpoint_up", rec.id, name=rec.name, container=container.id,
+                  ip=ep.ip or "", host_ifname=ep.host_ifname or "", bridge=rec.bridge or "",
+                  ifname=ep.ifname or "")  # fmt: skip
 
     def _endpoint_detach_hook(self, rec, ep, container) -> None:
         from engine.containers.records import Paths
         from engine.network import links
 
         if ep.host_ifname:
-            links.delete_link(self.config.host_netns, ep.host_ifname)
+            removed = links.delete_link(self.config.host_netns, ep.host_ifname)
         else:
             links.detach_in_container(Paths(self.config, container.id).netns_name, ep.ifname)
+            removed = True
+        if removed:
+            self.emit("network", "endpoint_down", rec.id, name=rec.name, container=container.id,
+                      host_ifname=ep.host_ifname or "", ifname=ep.ifname or "",
+                      bridge=rec.bridge or "")  # fmt: skip
 
     # -- container start / teardown --------------------------------------------------------
     def attach_endpoint(self, rec, ep, netns_name: str, primary: bool = True) -> None:
