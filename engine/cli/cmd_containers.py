@@ -570,11 +570,17 @@ def cmd_logs(args) -> int:
     return 0
 
 
+MONITOR_ACTOR = "berth-monitor"
+
+
 def cmd_cleanup(args) -> int:
     # conmon's exit command: quiet, and never fails loudly (nobody reads it).
     from engine.errors import EngineError
 
     eng = engine_from(args)
+    # Exits, restarts by policy and --rm removals done here are the monitor's doing,
+    # not the user's who once ran the container: the events (and audit log) say so.
+    eng.actor = MONITOR_ACTOR
     try:
         eng.cleanup_container(args.id)
     except EngineError as e:
