@@ -76,13 +76,13 @@ def test_two_pulls_of_the_same_image_at_once(registry_plain, busybox_env, fresh_
     outs = [p.communicate(timeout=120) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
-        assert out.strip() == ref
+        assert out.strip() == ref, (out, err)
     eng = fresh_env.engine()
     rec = eng.images.get(ref)
     assert len(rec.layer_digests) == 3
     assert _leftovers(fresh_env) == (set(), set())
     run = fresh_env.berth("run", "--rm", ref, "ls", "/data")
-    assert run.stdout.split() == ["layer0.bin", "layer1.bin"]
+    assert run.stdout.split() == ["layer0.bin", "layer1.bin"], (run.returncode, run.stderr)
 
 
 @pytest.mark.parametrize("honours_range", [True, False])
