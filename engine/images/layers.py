@@ -337,12 +337,33 @@ class _Extractor:
             os.utime(fd, (m.mtime, m.mtime))
 
 
+# tarfile reads GNU long-name/long-link and pax headers whole into memory: a layer of a
+# few MB (gigabytes of zeros, gzipped) could make one of gigabytes. Real ones are small.
+_META_TYPES = (
+    tarfile.GNUTYPE_LONGNAME,
+    tarfile.GNUTYPE_LONGLINK,
+    tarfile.XHDTYPE,
+    tarfile.XGLTYPE,
+    tarfile.SOLARIS_XHDTYPE,
+)
+META_HEADER_MAX = 1 << 20
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    def _proc_member(self, tarfile_):  # type: ignore[override]
+        if self.type in _META_TYPES and self.size > META_HEADER_MAX:
+            raise tarfile.HeaderError(
+                f"extended header of {self.size} bytes (more than {META_HEADER_MAX})"
+            )
+        return super()._proc_member(tarfile_)
+
+
 def _extract(
     rfd: int, base: str, stream: BinaryIO, layer: bool, owner: tuple[int, int] | None
 ) -> int:
     plain = open_decompressed(stream)
     try:
-        with tarfile.open(fileobj=plain, mode="r|") as tar:
+        with tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo) as tar:
             total = _Extractor(rfd, base, layer=layer, owner=owner).run(tar)
         # Read past the end-of-archive blocks: a caller hashing the stream (diff_id)
         # must see every byte, and gzip/zstd check their trailers only at the end.

@@ -259,6 +259,31 @@ def test_gzip_and_corrupt_streams(env) -> None:
         shutil.rmtree(root / "sub")
 
 
+def test_huge_extended_header_is_refused_without_reading_it(env) -> None:
+    """A pax header of 64 MiB (zeros: a few KB once gzipped) is refused by its size; a
+    normal long name (pax too) still unpacks."""
+    import resource
+
+    root, _ = env
+    long_name = "d/" + "/".join(["n" * 60] * 4)  # > 100 bytes: needs a long-name header
+    assert layers.extract_layer(make_tar((long_name, "f", b"ok"), gz=True), root) == 2
+    assert (root / long_name).read_bytes() == b"ok"
+    size = 64 << 20
+    body = b"0" * size
+    header = tarfile.TarInfo("././@PaxHeader")
+    header.type, header.size = tarfile.XHDTYPE, size
+    raw = header.tobuf(format=tarfile.USTAR_FORMAT) + body + b"\0" * (-size % 512)
+    bomb = gzip.compress(raw + b"\0" * 1024, compresslevel=1)
+    del body, raw
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    (root / "bomb").mkdir()
+    with pytest.raises(InvalidArgument, match="extended header of 67108864 bytes"):
+        layers.extract_layer(io.BytesIO(bomb), root / "bomb")
+    # Not read into memory (the peak grew by far less than the header's size).
+    grew_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    assert grew_kb < 32 * 1024, grew_kb
+
+
 @pytest.mark.skipif(not shutil.which("zstd"), reason="no zstd binary")
 def test_zstd_layer(env) -> None:
     root, _ = env
