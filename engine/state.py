@@ -67,6 +67,30 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 _local = threading.local()
+# Every cached connection by path, whatever its thread: close_connections() can then let
+# go of an engine root a long-lived process (the test suite) is done with.
+_opened: dict[str, list[sqlite3.Connection]] = {}
+_opened_lock = threading.Lock()
+
+
+def close_connections(path: Path) -> None:
+    """Close the cached connections to ``path`` in every thread (3 fds each). Only
+    for a root nobody is using any more; a thread that comes back reconnects."""
+    with _opened_lock:
+        conns = _opened.pop(str(path), [])
+    for c in conns:
+        try:
+            c.close()
+        except sqlite3.Error:
+            pass
+
+
+def _usable(conn: sqlite3.Connection) -> bool:
+    try:
+        conn.total_changes  # noqa: B018 - raises once the connection is closed
+        return True
+    except sqlite3.ProgrammingError:
+        return False
 
 
 class StateDB:
@@ -76,15 +100,21 @@ class StateDB:
         self.path = path
         key = f"conn:{path}"
         conn = getattr(_local, key, None)
-        if conn is None:
+        if conn is None or not _usable(conn):
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(path), timeout=60, isolation_level=None)
+            # check_same_thread off only so close_connections() may close it from
+            # another thread; each connection is used by its own thread alone.
+            conn = sqlite3.connect(
+                str(path), timeout=60, isolation_level=None, check_same_thread=False
+            )
             conn.row_factory = sqlite3.Row
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=60000")
             conn.executescript(SCHEMA)
             setattr(_local, key, conn)
+            with _opened_lock:
+                _opened.setdefault(str(path), []).append(conn)
         self.conn: sqlite3.Connection = conn
 
     @contextmanager

@@ -117,6 +117,11 @@ def _teardown_env(e: EngineEnv) -> None:
 
         delete_netns(ns.name)
     shutil.rmtree(e.run, ignore_errors=True)
+    # The process keeps one SQLite connection per (thread, root): hundreds of test
+    # roots would exhaust its descriptors (select() fails past 1024).
+    from engine.state import close_connections
+
+    close_connections(e.config().db_path)
 
 
 def _wait_for_monitors(e: EngineEnv, timeout: float = 10.0) -> None:
@@ -182,14 +187,24 @@ def eng_env(tmp_path):
 _BUSYBOX_CACHE: dict[str, Path] = {}
 
 
+def add_host_netns(name: str) -> None:
+    """A network namespace to stand for an engine's host: loopback up, and IPv4
+    forwarding off as on a fresh machine (a new netns copies the real host's IPv4
+    settings, so whatever another program set there would leak into the test)."""
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True)
+    subprocess.run(
+        ["ip", "netns", "exec", name, "sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True
+    )
+
+
 @pytest.fixture
 def net_env(tmp_path):
     """An engine (with busybox) whose "host" is a network namespace this test made:
     bridges, veths, nftables and ip_forward change there, never on the real host."""
     e = _new_env(tmp_path)
     e.host_netns = f"{e.prefix}h"
-    subprocess.run(["ip", "netns", "add", e.host_netns], check=True)
-    subprocess.run(["ip", "-n", e.host_netns, "link", "set", "lo", "up"], check=True)
+    add_host_netns(e.host_netns)
     try:
         e.engine().bootstrap_image("busybox", None)
         yield e

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import EngineEnv, _new_env, _teardown_env
+from tests.conftest import EngineEnv, _new_env, _teardown_env, add_host_netns
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -149,8 +149,7 @@ def start_stack(tmp: Path, default_network: str = "none") -> Iterator[LiveStack]
     lands there, never on the machine's own network."""
     eng = _new_env(tmp)  # root under tmp, run dir /run/<prefix> (short: conmon sockets)
     eng.host_netns = f"{eng.prefix}h"
-    subprocess.run(["ip", "netns", "add", eng.host_netns], check=True)
-    subprocess.run(["ip", "-n", eng.host_netns, "link", "set", "lo", "up"], check=True)
+    add_host_netns(eng.host_netns)
     proc = None
     stack = None
     try:

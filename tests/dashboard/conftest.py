@@ -8,8 +8,8 @@ def test_x(client_as, engine_root):
 from __future__ import annotations
 
 import atexit
-import secrets
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -37,11 +37,23 @@ ROLES = ("admin", "operator", "viewer")
 
 @pytest.fixture
 def engine_root(tmp_path, monkeypatch):
-    """Engine root/run dirs of the test's own (no containers: use eng_env for those)."""
-    monkeypatch.setenv("BERTH_ROOT", str(tmp_path / "root"))
-    monkeypatch.setenv("BERTH_RUN", str(tmp_path / "run"))
-    monkeypatch.setenv("BERTH_PREFIX", "bd" + secrets.token_hex(3))
-    return tmp_path
+    """An engine of the test's own (root under tmp_path, no containers: use eng_env for
+    those) whose "host" is a network namespace made here: a page that lists networks
+    makes the default bridge, and it must not land on the machine's own network. Its
+    prefix is registered with the session's leak check."""
+    from tests.conftest import _new_env, _teardown_env, add_host_netns
+
+    e = _new_env(tmp_path)
+    e.host_netns = f"{e.prefix}h"
+    add_host_netns(e.host_netns)
+    for key, value in e.env.items():
+        if key.startswith("BERTH_"):
+            monkeypatch.setenv(key, value)
+    try:
+        yield tmp_path
+    finally:
+        _teardown_env(e)
+        subprocess.run(["ip", "netns", "del", e.host_netns], check=False)
 
 
 @pytest.fixture

@@ -31,6 +31,7 @@ from engine.errors import InvalidArgument, NotFound
 from engine.netns import netns_path, run_in_netns
 from engine.network import nft, sysctl
 from engine.network.nft import NetSpec, PortSpec
+from tests.conftest import add_host_netns
 
 pytestmark = [
     pytest.mark.root,
@@ -63,9 +64,8 @@ def _nft_in(ns: str, command: str) -> str:
 
 def _new_ns(made: list[str], role: str) -> str:
     name = f"bt{secrets.token_hex(4)}{role}"
-    _run("ip", "netns", "add", name)
+    add_host_netns(name)
     made.append(name)
-    _ip(name, "link", "set", "lo", "up")
     return name
 
 
@@ -190,6 +190,9 @@ def test_bad_specs_are_refused_before_the_kernel_is_touched(bare_ns: str) -> Non
 
 def test_sysctls_are_per_namespace(bare_ns: str) -> None:
     host_before = sysctl.get("", "net.ipv4.ip_forward")
+    # A new netns copies IPv4 settings from the host's (net.core.devconf_inherit_init_net
+    # = 0): start it from 0 whatever the host has.
+    sysctl.set(bare_ns, "net.ipv4.ip_forward", "0")
     assert sysctl.get(bare_ns, "net.ipv4.ip_forward") == "0"
     assert not sysctl.ip_forward(bare_ns)
     assert sysctl.ensure_ip_forward(bare_ns) is True
