@@ -1,13 +1,11 @@
 """Fixtures for the resources pages' tests.
 
 Shared ones come from their owners' conftests: a private Redis and a real Celery worker
-(the prune tasks) from tests/dashboard/live, the real stack and Chromium (browser tests)
-from tests/browser.
+(the prune tasks) from tests/dashboard/live.
 """
 
 import pytest
 
-from tests.browser.conftest import browser, live_stack, page_as  # noqa: F401
 from tests.dashboard.live.conftest import live_redis, redis_server, start_worker  # noqa: F401
 
 

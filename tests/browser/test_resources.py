@@ -9,9 +9,6 @@ import shutil
 
 import pytest
 
-# The stack (live_stack, page_as: tests/browser/conftest.py, imported by our conftest) has
-# no host netns of its own: a page that lists networks would make the default bridge on
-# the real host, so these tests stay off the networks page.
 from tests.browser.conftest import CHROMIUM
 
 pytestmark = [
