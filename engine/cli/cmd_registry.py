@@ -12,18 +12,7 @@ import argparse
 import sys
 from typing import Any, TextIO
 
-
-def _image_subparsers(sub: Any) -> Any | None:
-    image = sub.choices.get("image")
-    if image is None:
-        return None  # another verb: main.py built only its parsers
-    group = getattr(image, "_subparsers", None)
-    if group is None:
-        return None
-    for action in group._group_actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+from engine.cli.cmd_advise import image_subparsers
 
 
 def register(sub: Any) -> None:
@@ -33,7 +22,7 @@ def register(sub: Any) -> None:
     ):
         if verb not in sub.choices:
             adder(sub.add_parser(verb, help=text))
-        isub = _image_subparsers(sub)
+        isub = image_subparsers(sub)
         if isub is not None and verb not in isub.choices:
             adder(isub.add_parser(verb, help=text))
     if "login" not in sub.choices:
