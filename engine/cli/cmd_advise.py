@@ -14,19 +14,12 @@ import argparse
 import sys
 from typing import Any
 
+from engine.cli.common import verb_subparsers
+
 
 def image_subparsers(sub: Any) -> Any | None:
     """The ``image`` verb's subparsers action, or None when main.py did not build it."""
-    image = sub.choices.get("image")
-    if image is None:
-        return None  # another verb: main.py built only its parsers
-    group = getattr(image, "_subparsers", None)
-    if group is None:
-        return None
-    for action in group._group_actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+    return verb_subparsers(sub, "image")
 
 
 def register(sub: Any) -> None:

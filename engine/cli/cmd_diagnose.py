@@ -1,7 +1,7 @@
 """`berth network diagnose [--json] [CONTAINER [TARGET]]`: the network doctor.
 
-Added under the `network` verb that engine/cli/cmd_network.py builds; that
-module keeps no handle on its subparsers action, so we find it on the parser.
+Added under the `network` verb that engine/cli/cmd_network.py builds (found with
+engine.cli.common.verb_subparsers).
 Exit status: 0 when nothing failed, 1 otherwise (warnings do not count), 125
 for bad arguments or an engine error, like every other command.
 """
@@ -13,23 +13,11 @@ import json
 import sys
 from typing import Any
 
-
-def _network_subparsers(sub: Any) -> Any | None:
-    net = sub.choices.get("network")
-    if net is None:
-        return None  # another verb: main.py built only its parsers
-    # argparse keeps a parser's subparsers action as the only entry of _subparsers.
-    group = getattr(net, "_subparsers", None)
-    if group is None:
-        return None
-    for action in group._group_actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return None
+from engine.cli.common import verb_subparsers
 
 
 def register(sub: Any) -> None:
-    nsub = _network_subparsers(sub)
+    nsub = verb_subparsers(sub, "network")
     if nsub is None or "diagnose" in nsub.choices:
         return
     p = nsub.add_parser(

@@ -37,3 +37,18 @@ def confirm(warning: str) -> bool:
     if not answer.endswith("\n"):
         sys.stdout.write("\n")  # keep the shell prompt off the question's line
     return answer.strip().lower() in ("y", "yes")
+
+
+def verb_subparsers(sub, verb: str):
+    """The subparsers action of ``verb`` (``image``, ``network``...) for a module that
+    adds subcommands to a verb another module owns; None when main.py did not build
+    that verb (it builds only the parsers of the verb being run)."""
+    parser = sub.choices.get(verb)
+    group = getattr(parser, "_subparsers", None) if parser is not None else None
+    if group is None:
+        return None
+    # argparse keeps a parser's subparsers action among its _subparsers group's actions.
+    for action in group._group_actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action
+    return None
