@@ -233,28 +233,37 @@ def browser() -> Iterator:
             b.close()
 
 
-@pytest.fixture
-def page_as(live_stack, browser) -> Iterator:
-    """page_as(role) -> a Playwright Page logged in (through the login form) as that user.
-    Each call gets a context of its own (own cookies), closed after the test."""
+@contextmanager
+def pages_on(stack: LiveStack, browser) -> Iterator:
+    """pages_on(stack, browser) as make; make(role) -> a Playwright Page logged in to
+    ``stack`` through the login form. Each page has a context of its own (own cookies),
+    closed at the end."""
     contexts = []
 
     def make(role: str):
-        ctx = browser.new_context()
+        ctx = browser.new_context(accept_downloads=True)
         ctx.set_default_timeout(20_000)
         contexts.append(ctx)
         page = ctx.new_page()
-        # ?next=/: settings have no LOGIN_REDIRECT_URL (Django would go to /accounts/profile/)
-        page.goto(live_stack.url("/login/?next=/"))
+        page.goto(stack.url("/login/?next=/"))
         page.fill("input[name=username]", role)
-        page.fill("input[name=password]", live_stack.passwords[role])
+        page.fill("input[name=password]", stack.passwords[role])
         page.click("button[type=submit]")
         page.wait_for_url(lambda u: "/login/" not in u)
         return page
 
-    yield make
-    for ctx in contexts:
-        ctx.close()
+    try:
+        yield make
+    finally:
+        for ctx in contexts:
+            ctx.close()
+
+
+@pytest.fixture
+def page_as(live_stack, browser) -> Iterator:
+    """page_as(role) -> a Playwright Page logged in to the session's stack as that user."""
+    with pages_on(live_stack, browser) as make:
+        yield make
 
 
 @pytest.fixture

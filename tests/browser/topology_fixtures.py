@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.browser.conftest import LiveStack, start_stack
+from tests.browser.conftest import LiveStack, pages_on, start_stack
 
 
 @pytest.fixture(scope="module")
@@ -21,20 +21,5 @@ def net_stack(tmp_path_factory) -> Iterator[LiveStack]:
 @pytest.fixture
 def net_page_as(net_stack, browser) -> Iterator:
     """net_page_as(role) -> a Playwright Page logged in to net_stack as that user."""
-    contexts = []
-
-    def make(role: str):
-        ctx = browser.new_context(accept_downloads=True)
-        ctx.set_default_timeout(20_000)
-        contexts.append(ctx)
-        page = ctx.new_page()
-        page.goto(net_stack.url("/login/?next=/"))
-        page.fill("input[name=username]", role)
-        page.fill("input[name=password]", net_stack.passwords[role])
-        page.click("button[type=submit]")
-        page.wait_for_url(lambda u: "/login/" not in u)
-        return page
-
-    yield make
-    for ctx in contexts:
-        ctx.close()
+    with pages_on(net_stack, browser) as make:
+        yield make
