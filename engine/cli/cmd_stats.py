@@ -190,8 +190,7 @@ def format_anatomy(a: dict) -> str:
     out += _section(
         "Mounts",
         [
-            f"{m['Destination']:<24} {m['Type']:<8} {m['Root'] if m['Root'] != '/' else m['Source']}"
-            f"  {m['Options']}"
+            f"{m['Destination']:<24} {m['Type']:<8} {_mount_source(m)}  {m['Options']}"
             for m in a["Mounts"]
         ],
     )
@@ -256,3 +255,10 @@ def register(sub) -> None:
     p.add_argument("--json", action="store_true", help="print the raw report as JSON")
     p.add_argument("container")
     p.set_defaults(func=cmd_anatomy)
+
+
+def _mount_source(m: dict) -> str:
+    """A volume by its name, a bind mount by its path, anything else by its source."""
+    if m.get("Volume"):
+        return f"volume {m['Volume']}"
+    return m["Root"] if m["Root"] != "/" else m["Source"]

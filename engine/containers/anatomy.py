@@ -199,6 +199,25 @@ def _mountinfo(pid: int) -> list[dict[str, Any]]:
     return out
 
 
+def _name_volumes(eng, mounts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mark the mounts that are volumes with their name ("Volume"). mountinfo gives a
+    bind mount's path inside its filesystem (Root), which ends like the volume's
+    <volumes>/<name>/_data whatever the filesystem is mounted at."""
+    from engine.volumes import mountpoint
+
+    names = [r["name"] for r in eng.db.query("SELECT name FROM volumes")]
+    data = {str(mountpoint(eng.config, n)): n for n in names}
+    for m in mounts:
+        root = m["Root"]
+        if not root.endswith("/_data"):
+            continue
+        for path, name in data.items():
+            if path == root or path.endswith(root):
+                m["Volume"] = name
+                break
+    return mounts
+
+
 def rootfs(eng, c: Container, mounts: list[dict[str, Any]]) -> dict[str, Any]:
     """The "/" mount, its overlay lowerdirs named as the image's layers, the upper dir's size."""
     from engine.images.layerstore import dir_size
@@ -329,7 +348,7 @@ def anatomy(eng, c: Container) -> dict[str, Any]:
         "Cgroup": cg,
         "Security": security(pid),
         "RootFS": rootfs(eng, c, mounts),
-        "Mounts": [m for m in mounts if m["Destination"] != "/"],
+        "Mounts": _name_volumes(eng, [m for m in mounts if m["Destination"] != "/"]),
         "Interfaces": ifaces,
         "Processes": processes(procs),
     }

@@ -155,8 +155,11 @@ def ns_of(a: dict) -> dict[str, dict]:
 
 
 def test_anatomy_reads_the_kernel(busybox_env):
-    cid = run_d(busybox_env, "--name", "A", "busybox", "sleep", "60")
+    cid = run_d(busybox_env, "--name", "A", "-v", "notes:/data", "busybox", "sleep", "60")
     a = anatomy(busybox_env, "A")
+    (vol,) = [m for m in a["Mounts"] if m["Destination"] == "/data"]
+    assert vol["Volume"] == "notes"
+    assert not any(m.get("Volume") for m in a["Mounts"] if m["Destination"] != "/data")
     ns = ns_of(a)
     assert len(ns) >= 6 and all(isinstance(n["Inode"], int) and n["Inode"] > 0 for n in ns.values())
     assert ns["net"]["SharedWithHost"] is False
@@ -183,6 +186,7 @@ def test_anatomy_reads_the_kernel(busybox_env):
         "Processes",
     ):
         assert f"\n{section}\n" in human
+    assert "volume notes" in human
 
 
 def test_anatomy_shows_shared_namespaces(busybox_env):

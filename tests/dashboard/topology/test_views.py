@@ -89,6 +89,11 @@ def test_anatomy_is_read_from_the_kernel(wired, client_as):
     assert eth0["HostEnd"] == {"Kind": "veth", "HostIfname": host_if, "Bridge": bridge,
                                "Role": "veth host end", "State": "up"}  # fmt: skip
     assert "HostEnd" not in next(i for i in data["Interfaces"] if i["Name"] == "lo")
+    # A volume is named, and links to its page.
+    wired.berth("run", "-d", "--name", "v", "--network", "none", "-v", "vnotes:/data",
+                "busybox", "sleep", "300", check=True)  # fmt: skip
+    html = client_as("viewer").get("/topology/anatomy/v/").content.decode()
+    assert 'volume <a href="/volumes/vnotes/">vnotes</a>' in html
     wired.berth("stop", "-t", "1", "b", check=True)
     r = client_as("viewer").get("/topology/anatomy/b/")
     assert r.status_code == 409 and "not running" in r.content.decode()
