@@ -21,7 +21,14 @@ os.environ.setdefault("BERTH_DNS_UPSTREAM", "none")
 # ...and containers run without --network stay off the real host's network unless
 # a test made a host netns for its engine (the net_env fixture).
 os.environ.setdefault("BERTH_DEFAULT_NETWORK", "none")
-BERTH = [sys.executable, "-m", "engine.cli.main"]
+# The `berth` users run: the native client (scripts/setup.sh builds it), which
+# hands commands to the CLI server; this session gets a server of its own
+# (stopped at the end), so tests never use one started outside them.
+_CLIENT = REPO / ".venv" / "bin" / "berth"
+BERTH_NATIVE = _CLIENT.is_file() and _CLIENT.read_bytes()[:4] == b"\x7fELF"
+BERTH = [str(_CLIENT)] if BERTH_NATIVE else [sys.executable, "-m", "engine.cli.main"]
+CLI_SOCKET = Path(f"/run/berth-cli/test-{os.getpid()}.sock")
+os.environ["BERTH_CLI_SOCKET"] = str(CLI_SOCKET)
 # Every engine a test makes uses a prefix starting with this, so the leak
 # check can find what tests made (and only that).
 TEST_PREFIX = "bt"
@@ -293,7 +300,32 @@ def _servers_left(basetemp: Path) -> list[str]:
     return found
 
 
+def stop_cli_server(sock: Path) -> None:
+    """Stop the CLI server on ``sock`` (its pid is in the lock file) and wait for it."""
+    lock = sock.with_name(sock.name + ".lock")
+    try:
+        pid = int(lock.read_text().split()[0])
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return
+    if str(sock).encode() not in cmd:
+        return  # that pid is no longer our server
+    try:
+        os.kill(pid, 15)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for f in (sock, lock):
+        try:
+            f.unlink()
+        except FileNotFoundError:
+            pass
+
+
 def pytest_sessionfinish(session, exitstatus):
+    stop_cli_server(CLI_SOCKET)
     if os.geteuid() != 0:
         return
     leaks = _leaks()

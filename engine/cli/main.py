@@ -119,7 +119,8 @@ def build_parser(argv: list[str] | None = None) -> Parser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, parser: Parser | None = None) -> int:
+    """Run one command. ``parser``: a full parser built earlier (the CLI server's)."""
     argv = sys.argv[1:] if argv is None else argv
     # Fast path: no parser construction, no engine import.
     if argv in (["--version"], ["-v"]):
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.errors import EngineError
 
     try:
-        parser = build_parser(argv)
+        parser = parser or build_parser(argv)
         args = parser.parse_args(argv)
         if args.version:
             print(f"Berth version {__version__}")

@@ -1,0 +1,437 @@
+"""The CLI server: a resident, pre-imported Python that runs `berth` commands.
+
+Interpreter start, imports and building the argument parser cost ~55 ms on
+every `berth` command. The native client (native/berth.c) hands its command
+here instead: this process, with every CLI module already imported and the
+parser built, forks one child per command; the child takes the client's stdio
+(passed over the socket), argv, environment, working directory and umask, runs
+``engine.cli.main.main`` exactly as the Python entry point would, and writes
+back the exit code. Forking costs ~1 ms.
+
+It is not a daemon in Docker's sense: it holds no state, owns no container,
+and nothing depends on it. The client falls back to running the Python CLI
+itself whenever the server is absent or refuses a request, and starts one on
+demand. The server exits when idle (``IDLE_EXIT``), when its socket is removed
+or replaced, or when the engine's source changes under it (so an upgrade or an
+edit never runs stale code). It serves only clients of its own uid, in its own
+namespaces (a client in another mount or network namespace must run there), and
+of its own install (the interpreter path the client was built for).
+
+Protocol (one connection per command): the client sends a 4-byte
+little-endian length, then NUL-terminated strings -- magic, interpreter path,
+namespace ids, cwd, umask (octal), argc, argv..., environment... -- with fds
+0, 1, 2 attached (SCM_RIGHTS). The server answers ``N<reason>\\n`` when it will not serve the request (the client then
+runs the Python CLI itself; nothing ran); otherwise the forked child writes
+``P<pid>\\n`` before anything else (the client forwards signals to that pid),
+then
+``X<code>\\n`` when done; if it is killed by a signal, the server writes
+``S<signal>\\n`` and the client dies of the same signal.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import os
+import select
+import signal
+import socket
+import struct
+import sys
+import time
+from pathlib import Path
+
+MAGIC = "berth-cli-1"
+IDLE_EXIT = 600.0  # seconds without a command
+MAX_MESSAGE = 4 << 20
+NAMESPACES = ("mnt", "net", "pid", "user", "uts", "ipc", "cgroup")
+ENGINE_DIR = Path(__file__).resolve().parent.parent
+
+
+def namespace_ids() -> str:
+    """Same text as the client's: the link target of each /proc/self/ns entry."""
+    out = []
+    for kind in NAMESPACES:
+        try:
+            out.append(os.readlink(f"/proc/self/ns/{kind}"))
+        except OSError:
+            out.append("")
+    return " ".join(out) + " "
+
+
+def source_stamp(root: Path = ENGINE_DIR) -> tuple[int, int]:
+    """(newest mtime in ns, file count) of the engine's Python sources."""
+    newest, count = 0, 0
+    stack = [str(root)]
+    while stack:
+        with os.scandir(stack.pop()) as it:
+            for e in it:
+                if e.is_dir(follow_symlinks=False):
+                    if e.name != "__pycache__":
+                        stack.append(e.path)
+                elif e.name.endswith(".py"):
+                    count += 1
+                    newest = max(newest, e.stat(follow_symlinks=False).st_mtime_ns)
+    return newest, count
+
+
+def preload():
+    """Import everything a command may need and build the full parser once."""
+    import importlib
+
+    from engine.cli import main as cli_main
+
+    for mod in (
+        "engine.api",
+        "engine.containers.api",
+        "engine.containers.lifecycle",
+        "engine.containers.attach",
+        "engine.containers.records",
+        "engine.containers.create",
+        "engine.containers.remove",
+        "engine.runtime.conmon",
+        "engine.runtime.spec",
+        "engine.runtime.oci",
+        "engine.runtime.seccomp",
+        "engine.images.store",
+        "engine.network.store",
+        "engine.cgroups",
+        "engine.netns",
+        "engine.state",
+        "json",
+        "sqlite3",
+        "termios",
+        "tty",
+    ):
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001 - a module that cannot load is loaded per command instead
+            pass
+    try:
+        importlib.import_module("pyroute2")
+    except Exception:  # noqa: BLE001
+        pass
+    return cli_main.build_parser()
+
+
+class Request:
+    def __init__(self, conn: socket.socket, fds: list[int], fields: list[str]):
+        self.conn = conn
+        self.fds = fds
+        self.fields = fields
+
+    def close_fds(self) -> None:
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def read_request(conn: socket.socket) -> Request | None:
+    """The client's message, or None for a malformed one."""
+    conn.settimeout(5.0)
+    fds = array.array("i")
+    data, anc, _flags, _addr = conn.recvmsg(65536, socket.CMSG_SPACE(3 * fds.itemsize))
+    for level, kind, payload in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - (len(payload) % fds.itemsize)])
+    fdl = list(fds)
+    if len(data) < 4:
+        return _bad(fdl)
+    (length,) = struct.unpack("<I", data[:4])
+    if length > MAX_MESSAGE:
+        return _bad(fdl)
+    body = bytearray(data[4:])
+    while len(body) < length:
+        more = conn.recv(min(1 << 20, length - len(body)))
+        if not more:
+            return _bad(fdl)
+        body += more
+    if len(fdl) != 3:
+        return _bad(fdl)
+    fields = bytes(body[:length]).split(b"\0")
+    if fields and fields[-1] == b"":
+        fields.pop()
+    text = [f.decode("utf-8", "surrogateescape") for f in fields]
+    return Request(conn, fdl, text)
+
+
+def _bad(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    return None
+
+
+def refusal(req: Request, conn: socket.socket, my_ns: str) -> str:
+    """Why this request must run in the client's own process ("" = serve it)."""
+    f = req.fields
+    if len(f) < 6 or f[0] != MAGIC:
+        return "protocol"
+    if f[1] != sys.executable:
+        return "another install"
+    if f[2] != my_ns:
+        return "other namespaces"
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    if uid != os.geteuid():
+        return "another user"
+    try:
+        argc = int(f[5])
+    except ValueError:
+        return "protocol"
+    if argc < 0 or 6 + argc > len(f):
+        return "protocol"
+    return ""
+
+
+def run_child(req: Request, parser) -> None:
+    """In the forked child: become the client's command, run it, report, exit."""
+    code = 125
+    conn = req.conn
+    try:
+        # First of all, so it always precedes the exit code on the stream.
+        conn.sendall(b"P%d\n" % os.getpid())
+        f = req.fields
+        cwd, umask, argc = f[3], int(f[4], 8), int(f[5])
+        argv = f[6 : 6 + argc]
+        env = dict(e.split("=", 1) for e in f[6 + argc :] if "=" in e)
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+            signal.signal(sig, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.set_wakeup_fd(-1)
+        os.setpgid(0, 0)
+        for target, fd in enumerate(req.fds):
+            os.dup2(fd, target)
+        req.close_fds()
+        os.chdir(cwd)
+        os.umask(umask)
+        os.environ.clear()
+        os.environ.update(env)
+        _fresh_stdio()
+        sys.argv = ["berth", *argv]
+        from engine.cli import main as cli_main
+
+        try:
+            code = cli_main.main(argv, parser=parser)
+        except SystemExit as e:  # argparse --help, explicit sys.exit
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+        _join_threads()
+    except BaseException as e:  # noqa: BLE001 - the client must get a code whatever happens
+        try:
+            print(f"Error: {type(e).__name__}: {e}", file=sys.stderr)
+        except Exception:  # noqa: BLE001
+            pass
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001
+                pass
+        try:
+            import atexit
+
+            atexit._run_exitfuncs()
+        except Exception:  # noqa: BLE001
+            pass
+        try:
+            conn.sendall(b"X%d\n" % (int(code) & 0xFF))
+        except OSError:
+            pass
+        os._exit(int(code) & 0xFF)
+
+
+def _fresh_stdio() -> None:
+    """New text streams over fds 0-2, buffered as the interpreter would buffer them."""
+    import io
+
+    sys.stdin = io.TextIOWrapper(
+        io.BufferedReader(io.FileIO(0, "r", closefd=False)), errors="surrogateescape"
+    )
+    out_tty = os.isatty(1)
+    sys.stdout = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
+        line_buffering=out_tty,
+        errors="surrogateescape" if not out_tty else "strict",
+    )
+    sys.stderr = io.TextIOWrapper(
+        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
+        errors="backslashreplace",
+        line_buffering=True,
+    )
+
+
+def _join_threads() -> None:
+    """What interpreter shutdown would do: wait for non-daemon threads."""
+    import threading
+
+    me = threading.current_thread()
+    for t in threading.enumerate():
+        if t is not me and not t.daemon:
+            t.join()
+
+
+class Server:
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.children: dict[int, socket.socket] = {}
+        self.sock: socket.socket | None = None
+        self.inode = 0
+
+    def bind(self) -> bool:
+        """Take the lock and the socket; False if another server holds them."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.path.parent, 0o700)
+        self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return False
+            raise
+        os.ftruncate(self.lock_fd, 0)
+        os.write(self.lock_fd, b"%d\n" % os.getpid())
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(str(tmp))
+        os.chmod(tmp, 0o600)
+        s.listen(64)
+        os.rename(tmp, self.path)  # atomic: clients never see a missing socket
+        self.inode = os.stat(self.path).st_ino
+        self.sock = s
+        return True
+
+    def still_ours(self) -> bool:
+        try:
+            return os.stat(self.path).st_ino == self.inode
+        except FileNotFoundError:
+            return False
+
+    def shutdown(self) -> None:
+        if self.still_ours():
+            try:
+                self.path.unlink()
+            except FileNotFoundError:
+                pass
+        if self.sock:
+            self.sock.close()
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            conn = self.children.pop(pid, None)
+            if conn is None:
+                continue
+            if os.WIFSIGNALED(status):
+                # The child died before it could report: tell the client how.
+                try:
+                    conn.sendall(b"S%d\n" % os.WTERMSIG(status))
+                except OSError:
+                    pass
+            conn.close()
+
+    def serve(self) -> None:
+        parser = preload()
+        my_ns = namespace_ids()
+        stamp = source_stamp()
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        last = time.monotonic()
+        assert self.sock is not None
+        try:
+            while True:
+                ready, _, _ = select.select([self.sock, wake_r], [], [], 1.0)
+                if wake_r in ready:
+                    try:
+                        os.read(wake_r, 512)
+                    except BlockingIOError:
+                        pass
+                self.reap()
+                if self.sock in ready:
+                    last = time.monotonic()
+                    # The source check runs before every fork: never run stale code.
+                    if source_stamp() != stamp or not self.still_ours():
+                        return
+                    self.accept(parser, my_ns)
+                    continue
+                idle = time.monotonic() - last
+                if not self.still_ours() or (idle > IDLE_EXIT and not self.children):
+                    return
+        finally:
+            self.shutdown()
+
+    def accept(self, parser, my_ns: str) -> None:
+        assert self.sock is not None
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        try:
+            req = read_request(conn)
+        except OSError:
+            req = None
+        if req is None:
+            conn.close()
+            return
+        why = refusal(req, conn, my_ns)
+        if why:
+            req.close_fds()
+            try:
+                conn.sendall(f"N{why}\n".encode())
+            except OSError:
+                pass
+            conn.close()
+            return
+        conn.settimeout(None)
+        try:
+            pid = os.fork()
+        except OSError:
+            req.close_fds()
+            conn.close()  # EOF before "P": the client runs the command itself
+            return
+        if pid == 0:
+            try:
+                self.sock.close()
+                run_child(req, parser)
+            finally:
+                os._exit(125)
+        req.close_fds()
+        self.children[pid] = conn
+
+
+def serve(path: str | None = None) -> int:
+    """Entry point (the native client starts it with the socket path as argv[1])."""
+    target = Path(path or sys.argv[1])
+    os.umask(0o077)
+    srv = Server(target)
+    try:
+        if not srv.bind():
+            return 0
+    except OSError:
+        return 1
+    srv.serve()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(serve())

@@ -1,0 +1,196 @@
+"""The native `berth` client and the CLI server it hands commands to.
+
+Each test runs its own server on its own socket (BERTH_CLI_SOCKET) and stops
+it at the end; BERTH_CLI_DEBUG=1 makes the client say who ran the command.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import BERTH, BERTH_NATIVE, REPO, stop_cli_server
+
+pytestmark = pytest.mark.skipif(not BERTH_NATIVE, reason="the native client is not built")
+
+SERVED = "served by the CLI server"
+
+
+@pytest.fixture
+def cli(busybox_env):
+    """(env, socket): a private server socket; the first command starts the server."""
+    sock = Path(f"/run/berth-cli/t-{secrets.token_hex(4)}.sock")
+    env = dict(busybox_env.env, BERTH_CLI_SOCKET=str(sock), BERTH_CLI_DEBUG="1")
+    try:
+        yield env, sock
+    finally:
+        stop_cli_server(sock)
+
+
+def berth(env, *args, **kw) -> subprocess.CompletedProcess:
+    kw.setdefault("cwd", str(REPO))
+    return subprocess.run(
+        [*BERTH, *args], env=env, capture_output=True, text=True, timeout=60, **kw
+    )
+
+
+def server_pid(sock: Path, timeout: float = 15.0) -> int:
+    """Wait for the server to listen; its pid is in the lock file."""
+    lock = sock.with_name(sock.name + ".lock")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.exists():
+            try:
+                return int(lock.read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                pass
+        time.sleep(0.05)
+    raise AssertionError(f"no CLI server on {sock}")
+
+
+def warm(env, sock) -> int:
+    """Start the server (the first command runs in-process and spawns it)."""
+    first = berth(env, "ps")
+    assert first.returncode == 0, first.stderr
+    assert "running in-process: no CLI server" in first.stderr
+    return server_pid(sock)
+
+
+def test_served_commands_behave_like_the_python_cli(cli):
+    env, sock = cli
+    warm(env, sock)
+    p = berth(env, "run", "--rm", "busybox", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert p.returncode == 3
+    assert SERVED in p.stderr
+    assert p.stdout == "out\n"
+    assert "err\n" in p.stderr
+    # stdin is the client's own
+    p = berth(env, "run", "-i", "--rm", "busybox", "cat", input="through the socket\n")
+    assert (p.returncode, p.stdout) == (0, "through the socket\n")
+    # a bad flag: Docker's 125 and a one-line error
+    p = berth(env, "run", "--memory", "lots", "busybox", "true")
+    assert p.returncode == 125
+    assert "lots" in p.stderr and SERVED in p.stderr
+    # the environment is the client's: another root shows other containers
+    other = dict(env, BERTH_ROOT=str(Path(env["BERTH_ROOT"]).parent / "other-root"))
+    assert berth(env, "ps", "-a", "-q").returncode == 0
+    p = berth(other, "images", "-q")
+    assert (p.returncode, p.stdout) == (0, "")
+
+
+def test_cwd_and_umask_are_the_clients(cli, tmp_path):
+    env, sock = cli
+    warm(env, sock)
+    (tmp_path / "vars.env").write_text("GREETING=from-the-env-file\n")
+    p = berth(env, "run", "--rm", "--env-file", "vars.env", "busybox", "sh", "-c",
+              "echo $GREETING", cwd=str(tmp_path))  # fmt: skip
+    assert (p.returncode, p.stdout.strip()) == (0, "from-the-env-file")
+    assert SERVED in p.stderr
+    assert berth(env, "create", "--name", "exported", "busybox", "true").returncode == 0
+    p = berth(env, "export", "-o", "out.tar", "exported", cwd=str(tmp_path),
+              preexec_fn=lambda: os.umask(0o077))  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert SERVED in p.stderr
+    assert (tmp_path / "out.tar").stat().st_mode & 0o077 == 0
+
+
+def test_a_signal_to_the_client_reaches_the_command(cli):
+    env, sock = cli
+    warm(env, sock)
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "--name", "trapper", "busybox", "sh", "-c",
+         "trap 'echo got-term; exit 5' TERM; echo ready; while true; do sleep 0.1; done"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 5, err
+    assert "got-term" in out
+
+
+def test_the_command_survives_the_server(cli):
+    """Killing the server does not kill a command it forked; the client still gets
+    the exit code, and the next command starts a new server."""
+    env, sock = cli
+    pid = warm(env, sock)
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "busybox", "sh", "-c", "echo started; sleep 1; exit 4"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout.readline() == "started\n"
+    os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 4
+    p = berth(env, "ps")
+    assert p.returncode == 0 and "running in-process" in p.stderr
+    assert server_pid(sock) != pid
+
+
+def test_edited_sources_retire_the_server(cli):
+    """A server never runs stale code: a newer engine source makes it step aside."""
+    env, sock = cli
+    pid = warm(env, sock)
+    assert SERVED in berth(env, "ps").stderr
+    src = REPO / "engine" / "cli" / "server.py"
+    st = src.stat()
+    os.utime(src, ns=(st.st_atime_ns, time.time_ns() + 1_000_000_000))
+    try:
+        p = berth(env, "ps")
+        assert p.returncode == 0
+        assert "running in-process" in p.stderr  # refused before anything ran
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not Path(f"/proc/{pid}").exists()
+    finally:
+        os.utime(src, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_removing_the_socket_stops_the_server(cli):
+    env, sock = cli
+    pid = warm(env, sock)
+    sock.unlink()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists()
+
+
+def test_a_client_in_other_namespaces_runs_in_process(cli):
+    """The server's children live in its namespaces: a client in a network
+    namespace of its own must not be served there."""
+    env, sock = cli
+    warm(env, sock)
+    p = subprocess.run(
+        ["unshare", "--net", *BERTH, "ps"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    assert "refused: other namespaces" in p.stderr
+
+
+def test_another_user_is_not_served(cli):
+    env, sock = cli
+    warm(env, sock)
+    p = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *BERTH, "--version"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    # The socket's directory is root's alone: nobody cannot even connect.
+    assert "running in-process: no CLI server: Permission denied" in p.stderr
+    assert SERVED not in p.stderr
+
+
+def test_switched_off(cli):
+    env, sock = cli
+    env = dict(env, BERTH_CLI_SERVER="0")
+    p = berth(env, "ps")
+    assert p.returncode == 0 and "BERTH_CLI_SERVER=0" in p.stderr
+    time.sleep(0.5)
+    assert not sock.exists()  # and none was started
