@@ -298,6 +298,23 @@ def _hostname(eng, c: Container) -> str:
     return c.id[:12]
 
 
+def _use_compiled_seccomp(eng, rt: OCIRuntime, spec: dict) -> str:
+    """Hand crun the program it compiled for this same profile before (see
+    runtime/seccomp_cache.py). Returns the cache key when there was none yet, so
+    the program of this create is kept; "" otherwise."""
+    sec = (spec.get("linux") or {}).get("seccomp")
+    if rt.name != "crun" or not sec:
+        return ""
+    from engine.runtime import seccomp_cache
+
+    key = seccomp_cache.cache_key(rt.path, sec)
+    prog = seccomp_cache.lookup(eng.config.run, key)
+    if prog is None:
+        return key
+    spec.setdefault("annotations", {})[seccomp_cache.ANNOTATION] = prog
+    return ""
+
+
 def _runtime(eng, c: Container) -> OCIRuntime:
     if c.runtime:
         return runtime_by_name(c.runtime, eng.config.run)
@@ -418,6 +435,7 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
                 _hold_ports(eng, c, reserved)
             mount_list = _etc_files(eng, c, p) + _volume_mounts(eng, c, p)
             spec = build_bundle(eng, c, p, mount_list, ns)
+            bpf_key = _use_compiled_seccomp(eng, rt, spec)
             p.bundle.mkdir(parents=True, exist_ok=True)
             import json
 
@@ -447,9 +465,20 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
                     exit_command=[*_exit_command(eng), c.id],
                     engine_env=eng.config.env(),
                 ),
+                # The monitor's move into the monitors cgroup starts as soon as it
+                # exists, while the runtime creates the container: the first
+                # cgroup.procs write of a burst waits for an RCU grace period
+                # (~8-15 ms on cgroup v1), and crun's own write for the container
+                # then shares that wait instead of paying a second one.
+                on_monitor=lambda: _move_monitor_later(eng, _read_int(p.bundle / "conmon.pid")),
             )
             conmon_pid = _read_int(p.bundle / "conmon.pid")
-            _move_monitor_later(eng, conmon_pid)
+            if bpf_key:
+                from engine.runtime import seccomp_cache
+
+                seccomp_cache.remember(
+                    eng.config.run, bpf_key, rt.state_root / c.id / "seccomp.bpf"
+                )
             crashpoint("start:created")
             if attach is not None:
                 attached = attach(p.bundle)
@@ -596,6 +625,8 @@ def _move_monitor_later(eng, pid: int) -> None:
     """
     import threading
 
+    if pid <= 0:
+        return  # no PID file: writing 0 to cgroup.procs would move *this* process
     t = threading.Thread(target=_to_monitor_cgroup, args=(eng, pid), daemon=True)
     t.start()
     _MOVERS.append(t)

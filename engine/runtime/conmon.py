@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,11 +85,19 @@ def _argv(a: ConmonArgs) -> list[str]:
     return argv
 
 
-def spawn(a: ConmonArgs, *, before_start=None, timeout: float = 60) -> int:
+def spawn(
+    a: ConmonArgs,
+    *,
+    before_start: Callable[[int], object] | None = None,
+    on_monitor: Callable[[], object] | None = None,
+    timeout: float = 60,
+) -> int:
     """Start conmon and wait until the runtime has created the container.
 
     ``before_start(conmon_pid)`` runs while conmon still waits on the start
-    pipe (used to move it into the monitors cgroup). Returns the container's PID.
+    pipe. ``on_monitor()`` runs once the monitor has daemonized (its PID file is
+    written) while the runtime is still creating the container. Returns the
+    container's PID.
     """
     a.persist_dir.mkdir(parents=True, exist_ok=True)
     sync_r, sync_w = os.pipe()
@@ -126,6 +135,8 @@ def spawn(a: ConmonArgs, *, before_start=None, timeout: float = 60) -> int:
         os.close(start_w)
     # The first conmon process exits after forking the monitor.
     _, err = proc.communicate(timeout=timeout)
+    if on_monitor is not None and proc.returncode == 0:
+        on_monitor()
     try:
         data = b""
         with os.fdopen(sync_r, "rb") as f:

@@ -1,0 +1,94 @@
+"""crun gets the seccomp program it compiled before (annotation run.oci.seccomp_bpf_data):
+what the profile blocks stays blocked, for run and exec, and runc still gets the JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.root
+
+DENIED = "Operation not permitted"
+
+
+def _profile(tmp_path: Path, name: str, deny: list[str]) -> Path:
+    """Allow everything but ``deny`` (EPERM)."""
+    f = tmp_path / name
+    rules = [{"names": deny, "action": "SCMP_ACT_ERRNO", "errnoRet": 1}] if deny else []
+    f.write_text(json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}))
+    return f
+
+
+def _mkdir(env, profile: Path, *extra: str):
+    return env.berth(
+        "run", "--rm", "--security-opt", f"seccomp={profile}", *extra,
+        "busybox", "mkdir", "/tmp/made",
+    )  # fmt: skip
+
+
+def _cache(env) -> list[Path]:
+    d = env.run / "seccomp"
+    return sorted(p for p in d.iterdir() if not p.name.startswith(".")) if d.exists() else []
+
+
+def test_cached_program_still_blocks_what_the_profile_blocks(busybox_env, tmp_path):
+    deny = _profile(tmp_path, "deny.json", ["mkdir", "mkdirat"])
+    first = _mkdir(busybox_env, deny)  # crun compiles; we keep its program
+    assert first.returncode != 0 and DENIED in first.stderr, first.stderr
+    assert len(_cache(busybox_env)) == 1
+    second = _mkdir(busybox_env, deny)  # crun loads the kept program
+    assert second.returncode != 0 and DENIED in second.stderr, second.stderr
+
+    # A running container made from the cache: config.json carries the program,
+    # the kernel says a filter is on, and exec (crun applies seccomp.bpf) is blocked too.
+    cid = busybox_env.berth(
+        "run", "-d", "--security-opt", f"seccomp={deny}", "busybox", "sleep", "30", check=True
+    ).stdout.strip()
+    try:
+        spec = json.loads((busybox_env.run / "containers" / cid / "config.json").read_text())
+        assert spec["annotations"].get("run.oci.seccomp_bpf_data")
+        assert spec["linux"]["seccomp"]["syscalls"][0]["names"] == ["mkdir", "mkdirat"]
+        status = busybox_env.berth("exec", cid, "cat", "/proc/1/status", check=True).stdout
+        assert "Seccomp:\t2" in status
+        ex = busybox_env.berth("exec", cid, "mkdir", "/tmp/x")
+        assert ex.returncode != 0 and DENIED in ex.stderr, ex.stderr
+    finally:
+        busybox_env.berth("rm", "-f", cid, check=True)
+
+    # Another profile is another program: nothing of the first one leaks into it.
+    allow = _profile(tmp_path, "allow.json", ["swapon"])
+    for _ in range(2):
+        ok = _mkdir(busybox_env, allow)
+        assert ok.returncode == 0, ok.stderr
+    assert len(_cache(busybox_env)) == 2
+
+
+def test_damaged_cache_entry_is_ignored(busybox_env, tmp_path):
+    deny = _profile(tmp_path, "deny.json", ["mkdir", "mkdirat"])
+    assert DENIED in _mkdir(busybox_env, deny).stderr
+    (entry,) = _cache(busybox_env)
+    entry.write_bytes(b"\x06\x00\x00\x00")  # not a whole BPF instruction: never handed on
+    p = _mkdir(busybox_env, deny)
+    assert p.returncode != 0 and DENIED in p.stderr, p.stderr
+    assert len(entry.read_bytes()) % 8 == 0  # replaced by what crun compiled
+
+
+@pytest.mark.skipif(not shutil.which("runc"), reason="runc not installed")
+def test_runc_gets_the_profile_and_no_annotation(busybox_env, tmp_path):
+    deny = _profile(tmp_path, "deny.json", ["mkdir", "mkdirat"])
+    assert DENIED in _mkdir(busybox_env, deny).stderr  # crun: fills the cache
+    p = _mkdir(busybox_env, deny, "--runtime", "runc")
+    assert p.returncode != 0 and DENIED in p.stderr, p.stderr
+    cid = busybox_env.berth(
+        "run", "-d", "--runtime", "runc", "--security-opt", f"seccomp={deny}",
+        "busybox", "sleep", "30", check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        spec = json.loads((busybox_env.run / "containers" / cid / "config.json").read_text())
+        assert "run.oci.seccomp_bpf_data" not in spec.get("annotations", {})
+        assert spec["linux"]["seccomp"]["syscalls"][0]["names"] == ["mkdir", "mkdirat"]
+    finally:
+        busybox_env.berth("rm", "-f", cid, check=True)
