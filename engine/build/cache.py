@@ -19,7 +19,6 @@ import contextlib
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -41,6 +40,7 @@ class BuildCache:
     def __init__(self, build_root: Path, store: ImageStore):
         self.dir = build_root / "cache"
         self.store = store
+        self._swept = False
 
     def _path(self, key: str) -> Path:
         return self.dir / key
@@ -60,7 +60,10 @@ class BuildCache:
 
     def put(self, key: str, image_id: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".tmp-{os.getpid()}-{uuid.uuid4().hex}"
+        if not self._swept:  # once, at the first write: a cached rebuild lists nothing
+            self._swept = True
+            self.remove_stale_tmp()
+        tmp = self.dir / f".tmp-{os.getpid()}-{os.urandom(16).hex()}"
         try:
             with open(tmp, "w") as f:
                 f.write(image_id + "\n")

@@ -33,13 +33,13 @@ from engine.build.context import (
 from engine.build.dockerfile import Dockerfile, Stage, parse, parse_line
 from engine.build.dockerignore import Matcher, read_patterns
 from engine.build.options import BuildOptions, BuildResult
-from engine.build.rootfs import ImageFS, Workspace
 from engine.build.shell import ShellLex
 from engine.errors import InvalidArgument, NotFound
 from engine.images.store import HOST_ARCH, ImageRecord, now_rfc3339
 
 if TYPE_CHECKING:
     from engine.api import Engine
+    from engine.build.rootfs import ImageFS, Workspace
 
 Output = Callable[[bytes], None]
 
@@ -53,7 +53,11 @@ class StageState:
     image_id: str
     config: dict
     args: dict[str, str | None] = field(default_factory=dict)
-    layers: list[dict] = field(default_factory=list)  # manifest layer descriptors
+    # The manifest's layer descriptors; None until a step needs them (see
+    # Builder.stage_layers): a cache hit moves to the next image without reading
+    # its manifest, so a fully cached stage reads no manifest at all.
+    layers: list[dict] | None = field(default_factory=list)
+    record: ImageRecord | None = None  # the record of ``image_id`` when already read
     cmd_set: bool = False  # CMD given in this stage (ENTRYPOINT then keeps it)
     meta: dict[str, str] = field(default_factory=dict)  # values of the ARGs before FROM
     lex: ShellLex = field(default_factory=ShellLex)
@@ -109,9 +113,12 @@ class Builder:
 
     # -- the whole build ----------------------------------------------------------------------
     def build(self, stream: BinaryIO | None = None) -> BuildResult:
+        from engine.build.rootfs import Workspace
+
+        # Crashed builders' leftovers go first (a listing of a usually empty dir);
+        # this build's own scratch space is made only when a step needs one
+        # (see workspace()): a fully cached rebuild creates and deletes nothing.
         Workspace.remove_stale(self.build_root)
-        self.cache.remove_stale_tmp()
-        self.ws = Workspace(self.build_root)
         try:
             # Shared hold on the store's GC lock for the whole build: a layer blob
             # written by a step must not be collected before its image is indexed
@@ -123,7 +130,8 @@ class Builder:
             for c in [self.ctx, *self.named.values()]:
                 if c is not None:
                     c.close()
-            self.ws.close()
+            if self.ws is not None:
+                self.ws.close()
             if self.build_id:
                 from engine.build.run import unregister_build
 
@@ -135,7 +143,6 @@ class Builder:
 
     def _load(self, stream: BinaryIO | None) -> Dockerfile:
         o = self.opts
-        assert self.ws is not None
         text: str | None = None
         df_name = "Dockerfile"
         df_host: Path | None = None
@@ -143,7 +150,7 @@ class Builder:
         if o.context == "-":
             if stream is None:
                 raise InvalidArgument("context '-' needs the tar (or Dockerfile) on stdin")
-            root, text = tar_context(stream, self.ws.new_dir("context"))
+            root, text = tar_context(stream, self.workspace().new_dir("context"))
             if text is None:
                 df_rel = o.dockerfile or "Dockerfile"
         else:
@@ -340,7 +347,10 @@ class Builder:
             ) from None
 
     def state_from_image(self, s: Stage, rec: ImageRecord) -> StageState:
-        cfg = copy.deepcopy(rec.config)
+        # A copy: the record may be a stage's image that later stages start from too.
+        return StageState(s, rec.id, copy.deepcopy(rec.config), layers=None, record=rec)
+
+    def _manifest_layers(self, rec: ImageRecord) -> list[dict]:
         manifest = json.loads(self.eng.images.blobs.read(rec.manifest_digest))
         layers = [dict(d) for d in manifest.get("layers") or []]
         if any("docker" in d.get("mediaType", "") for d in layers):
@@ -349,13 +359,25 @@ class Builder:
 
             for d in layers:
                 d["mediaType"] = _OCI_LAYER_TYPES.get(d.get("mediaType", ""), d.get("mediaType"))
-        return StageState(s, rec.id, cfg, layers=layers)
+        return layers
 
     def _finish_stage(self, st: StageState) -> ImageRecord:
         if not st.image_id:
             # FROM scratch and no step made an image: an empty image, as Docker makes.
             return self.commit(st, None, "", record_history=False)
+        if st.record is not None and st.record.id == st.image_id:
+            return st.record  # read by this step's cache lookup or commit just now
         return self.eng.images.get_by_id(st.image_id)
+
+    def stage_layers(self, st: StageState) -> list[dict]:
+        """The stage's layer descriptors, read from its image's manifest when a
+        cache hit left them unread."""
+        if st.layers is None:
+            rec = st.record
+            if rec is None or rec.id != st.image_id:
+                rec = self.eng.images.get_by_id(st.image_id)
+            st.layers = self._manifest_layers(rec)
+        return st.layers
 
     # -- steps through the cache ---------------------------------------------------------------
     def cached_step(self, st: StageState, key_text: str, extra: object = None) -> tuple[str, bool]:
@@ -366,15 +388,13 @@ class Builder:
         rec = self.cache.get(key)
         if rec is None:
             return key, False
-        self.adopt(st, rec)
+        # The record was read just now for this lookup and is this step's alone:
+        # its config is taken as it is (no copy), its manifest only if needed.
+        st.image_id, st.config, st.layers, st.record = rec.id, rec.config, None, rec
         self.cached += 1
         self.say(" ---> Using cache")
         self.say(f" ---> {rec.short_id}")
         return key, True
-
-    def adopt(self, st: StageState, rec: ImageRecord) -> None:
-        new = self.state_from_image(st.stage, rec)
-        st.image_id, st.config, st.layers = new.image_id, new.config, new.layers
 
     def commit(
         self,
@@ -396,7 +416,7 @@ class Builder:
         cfg.setdefault("architecture", HOST_ARCH)
         cfg.setdefault("os", "linux")
         diff_ids = list((cfg.get("rootfs") or {}).get("diff_ids") or [])
-        layers = list(st.layers)
+        layers = list(self.stage_layers(st))
         if layer is not None:
             diff_ids.append(layer[0])
             layers.append(Descriptor(MT_OCI_LAYER, layer[0], layer[1]).to_json())
@@ -420,16 +440,24 @@ class Builder:
             )
         if key:
             self.cache.put(key, rec.id)
-        self.adopt(st, rec)
+        # The registered record was read back fresh from the store: its config is
+        # the one just written, its layers the ones just listed.
+        st.image_id, st.config, st.layers, st.record = rec.id, rec.config, layers, rec
         self.say(f" ---> {rec.short_id}")
         return rec
 
     def workspace(self) -> Workspace:
-        assert self.ws is not None
+        """This build's scratch space, made on first use."""
+        if self.ws is None:
+            from engine.build.rootfs import Workspace
+
+            self.ws = Workspace(self.build_root)
         return self.ws
 
     def image_fs(self, st: StageState) -> ImageFS:
         """The stage's current filesystem, mounted writable (a new upper dir)."""
+        from engine.build.rootfs import ImageFS
+
         dirs = self.eng.images.layer_dirs(st.image_id) if st.image_id else []
         return ImageFS(self.workspace(), dirs)
 

@@ -305,7 +305,7 @@ def run(b: Builder, st: StageState, ins: Instruction) -> None:
     key, hit = b.cached_step(st, text, {"argv": argv, "args": run_args})
     if hit:
         return
-    if not st.image_id or not st.layers:
+    if not st.image_id or not b.stage_layers(st):
         raise InvalidArgument(
             f"RUN {shown}: the image has no files (FROM scratch): there is no shell to run"
         )
