@@ -142,15 +142,15 @@ def test_invalid_names_leave_nothing(bad: str) -> None:
     assert sorted(os.listdir(netns.NETNS_DIR)) == before
 
 
-def test_failure_in_child_leaves_nothing(
+def test_failure_in_helper_thread_leaves_nothing(
     ns_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Make the child's bind mount fail: the mount source does not exist.
+    # Make the helper thread's bind mount fail: the mount source does not exist.
     name = ns_name()
     real_mount = netns._mount
 
     def broken(src: bytes | None, dst: bytes, fstype: bytes | None, flags: int) -> int:
-        if src == b"/proc/self/ns/net":
+        if src == b"/proc/thread-self/ns/net":
             src = b"/proc/self/ns/does-not-exist"
         return real_mount(src, dst, fstype, flags)
 
@@ -163,21 +163,34 @@ def test_failure_in_child_leaves_nothing(
     assert not _host_mounts_on(netns.NETNS_DIR / name)
 
 
-def test_failure_in_parent_after_mount_leaves_nothing(
+def test_failure_after_mount_leaves_nothing(
     ns_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The child succeeded (the mount exists), then the parent fails.
+    # The helper thread succeeded (the mount exists), then the caller is interrupted.
     name = ns_name()
+    real = netns._create_in_thread
 
-    def boom(pid: int) -> int:
-        os.waitpid(pid, 0)
+    def boom(target: bytes, lo_up: bool) -> tuple[int, int]:
+        assert real(target, lo_up) == (0, 0)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(netns, "_reap", boom)
+    monkeypatch.setattr(netns, "_create_in_thread", boom)
     with pytest.raises(KeyboardInterrupt):
         netns.create_netns(name)
     assert not (netns.NETNS_DIR / name).exists()
     assert not _host_mounts_on(netns.NETNS_DIR / name)
+
+
+def test_create_leaves_every_thread_of_the_caller_in_its_namespace(
+    ns_name: Callable[[], str],
+) -> None:
+    own = os.readlink("/proc/thread-self/ns/net")
+    path = netns.create_netns(ns_name())
+    # The helper thread went back before ending (it may still be listed for a moment).
+    tasks = {os.readlink(f"/proc/self/task/{t}/ns/net") for t in os.listdir("/proc/self/task")}
+    assert tasks == {own}
+    assert f"net:[{netns.netns_inode(path)}]" != own
+    assert netns.loopback_state(path) is True
 
 
 def test_run_in_netns_values_and_exceptions(ns_name: Callable[[], str]) -> None:
