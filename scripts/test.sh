@@ -5,5 +5,6 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 .venv/bin/ruff check engine dashboard tests bench
 .venv/bin/ruff format --check engine dashboard tests bench
-.venv/bin/berth system check --fix >/dev/null || true
+# (in-process: no CLI server is left running after the tests)
+BERTH_CLI_SERVER=0 .venv/bin/berth system check --fix >/dev/null || true
 exec .venv/bin/python -m pytest "$@"
