@@ -113,12 +113,13 @@ class Builder:
 
     # -- the whole build ----------------------------------------------------------------------
     def build(self, stream: BinaryIO | None = None) -> BuildResult:
-        from engine.build.rootfs import Workspace
-
         # Crashed builders' leftovers go first (a listing of a usually empty dir);
         # this build's own scratch space is made only when a step needs one
         # (see workspace()): a fully cached rebuild creates and deletes nothing.
-        Workspace.remove_stale(self.build_root)
+        if _has_entries(self.build_root / "tmp"):
+            from engine.build.rootfs import Workspace
+
+            Workspace.remove_stale(self.build_root)
         try:
             # Shared hold on the store's GC lock for the whole build: a layer blob
             # written by a step must not be collected before its image is indexed
@@ -476,6 +477,14 @@ class Builder:
             from engine.build.run import remove_orphans
 
             remove_orphans(self.eng)
+
+
+def _has_entries(d: Path) -> bool:
+    try:
+        with os.scandir(d) as it:
+            return any(True for _ in it)
+    except FileNotFoundError:
+        return False
 
 
 def platform_args() -> dict[str, str]:
