@@ -283,7 +283,7 @@ def _leaks() -> list[str]:
 
 def _servers_left(basetemp: Path) -> list[str]:
     """Processes (registries, Redis, Celery, Daphne, Chromium...) that tests started with
-    a path under this session's tmp dir and did not stop."""
+    a path under this session's tmp dir (or this session's CLI socket) and did not stop."""
     mark = str(basetemp).encode()
     me = os.getpid()
     found = []
@@ -338,6 +338,9 @@ def pytest_sessionfinish(session, exitstatus):
         while (left := _servers_left(basetemp)) and time.monotonic() < deadline:
             time.sleep(0.2)
         leaks += left
+    # A command that ran after the stop (a late exit command) would start another.
+    leaks += [f"CLI server {p}" for p in _servers_left(CLI_SOCKET)]
+    stop_cli_server(CLI_SOCKET)
     if leaks:
         print("\nLEAK CHECK FAILED: tests left behind:\n  " + "\n  ".join(leaks), file=sys.stderr)
         session.exitstatus = 1
