@@ -194,3 +194,36 @@ def test_switched_off(cli):
     assert p.returncode == 0 and "BERTH_CLI_SERVER=0" in p.stderr
     time.sleep(0.5)
     assert not sock.exists()  # and none was started
+
+
+def test_password_prompt_does_not_echo(cli):
+    """A served command has no controlling terminal (so no getpass): the prompt
+    turns echo off on the terminal it was given as stdin."""
+    import pty
+
+    env, sock = cli
+    warm(env, sock)
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [*BERTH, "login", "127.0.0.1:1", "--username", "bob"],
+        env=env, stdin=slave, stdout=slave, stderr=slave, cwd=str(REPO),
+    )  # fmt: skip
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + 30
+    while b"Password: " not in out and time.monotonic() < deadline:
+        out += os.read(master, 1024)
+    os.write(master, b"s3cret-value\n")
+    while True:
+        try:
+            chunk = os.read(master, 1024)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=30) != 0
+    text = out.decode(errors="replace")
+    assert SERVED in text
+    assert "s3cret-value" not in text
+    assert "127.0.0.1:1" in text.split("Password: ", 1)[1]  # the login was tried
