@@ -199,31 +199,12 @@ def cmd_login(args: argparse.Namespace) -> int:
         if not username:
             username = input("Username: ").strip()
         if not password:
-            password = prompt_secret("Password: ")
+            import getpass
+
+            password = getpass.getpass("Password: ")
     result = engine_from(args).login(args.server, username, password, auth_file=args.authfile)
     print(result["Status"])
     return 0
-
-
-def prompt_secret(prompt: str) -> str:
-    """Read a line from the terminal on stdin with echo off.
-
-    Not getpass: it opens /dev/tty, the controlling terminal, and a command that
-    the CLI server runs has none (getpass would then echo the password)."""
-    import termios
-
-    fd = sys.stdin.fileno()
-    old = termios.tcgetattr(fd)
-    quiet = termios.tcgetattr(fd)
-    quiet[3] &= ~termios.ECHO
-    print(prompt, end="", file=sys.stderr, flush=True)
-    try:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
-        line = sys.stdin.readline()
-    finally:
-        termios.tcsetattr(fd, termios.TCSAFLUSH, old)
-        print(file=sys.stderr)
-    return line.rstrip("\n")
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
