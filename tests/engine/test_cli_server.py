@@ -197,8 +197,8 @@ def test_switched_off(cli):
 
 
 def test_password_prompt_does_not_echo(cli):
-    """A served command has no controlling terminal (so no getpass): the prompt
-    turns echo off on the terminal it was given as stdin."""
+    """A served command has no controlling terminal (/dev/tty): the password
+    prompt must still turn echo off, on the terminal it was given as stdin."""
     import pty
 
     env, sock = cli
