@@ -248,23 +248,18 @@ def run_child(req: Request, parser) -> None:
 
 
 def _fresh_stdio() -> None:
-    """New text streams over fds 0-2, buffered as the interpreter would buffer them."""
+    """New text streams over fds 0-2, buffered as the interpreter would buffer them
+    (UTF-8 whatever the server's locale was; undecodable bytes pass through)."""
     import io
 
-    sys.stdin = io.TextIOWrapper(
-        io.BufferedReader(io.FileIO(0, "r", closefd=False)), errors="surrogateescape"
-    )
-    out_tty = os.isatty(1)
-    sys.stdout = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(1, "w", closefd=False)),
-        line_buffering=out_tty,
-        errors="surrogateescape" if not out_tty else "strict",
-    )
-    sys.stderr = io.TextIOWrapper(
-        io.BufferedWriter(io.FileIO(2, "w", closefd=False)),
-        errors="backslashreplace",
-        line_buffering=True,
-    )
+    def text(fd: int, mode: str, **kw) -> io.TextIOWrapper:
+        raw = io.FileIO(fd, mode, closefd=False)
+        buf = io.BufferedReader(raw) if mode == "r" else io.BufferedWriter(raw)
+        return io.TextIOWrapper(buf, encoding="utf-8", **kw)
+
+    sys.stdin = text(0, "r", errors="surrogateescape")
+    sys.stdout = text(1, "w", errors="surrogateescape", line_buffering=os.isatty(1))
+    sys.stderr = text(2, "w", errors="backslashreplace", line_buffering=True)
 
 
 def _join_threads() -> None:
