@@ -87,6 +87,34 @@ def test_one_changed_file_rebuilds_from_its_step_on(busybox_env, tmp_path):
     assert hits == list(range(2, copy_main))
 
 
+def test_a_step_after_cache_hits_keeps_every_layer(busybox_env, tmp_path):
+    """The hits before a changed step are taken without reading their manifests;
+    the image the changed step makes still lists every layer below it."""
+    ctx = _ctx(tmp_path)
+    steps, _, first, _ = _build(busybox_env, ctx)
+    layers = _inspect(busybox_env, first)["RootFS"]["Layers"]
+    # Only the extra LABEL step (--label: one more step at the end) misses.
+    _, hits, labelled, _ = _build(busybox_env, ctx, "--label", "team=build")
+    assert hits == list(range(2, len(steps) + 1)) and labelled != first
+    img = _inspect(busybox_env, labelled)
+    assert img["RootFS"]["Layers"] == layers and img["Config"]["Labels"] == {"team": "build"}
+    out = busybox_env.berth(
+        "run", "--rm", "cached:latest", "cat", "/app/config/extra/more", "/app/settings.copy",
+        check=True,
+    ).stdout  # fmt: skip
+    assert out == "more\nmode=1\n"
+    # A changed file: the COPY after the hits makes one new layer on the same lower ones.
+    (ctx / "main.sh").write_text("echo changed\n")
+    _, _, changed, _ = _build(busybox_env, ctx)
+    new_layers = _inspect(busybox_env, changed)["RootFS"]["Layers"]
+    assert len(new_layers) == len(layers) and new_layers[:-2] == layers[:-2]
+    assert new_layers[-2:] != layers[-2:]  # main.sh's COPY and the RUN after it
+
+
+def _inspect(env, ref: str) -> dict:
+    return json.loads(env.berth("image", "inspect", ref, check=True).stdout)[0]
+
+
 def test_build_args_miss_where_used_and_no_cache(busybox_env, tmp_path):
     ctx = _ctx(tmp_path)
     steps, _, _, _ = _build(busybox_env, ctx)
