@@ -166,6 +166,12 @@ class Cgroup(ABC):
     @abstractmethod
     def stats(self) -> CgroupStats: ...
 
+    def oom_kills(self) -> int:
+        """How many processes the OOM killer killed in this cgroup (0 if unknown).
+
+        The exit path needs only this; the full stats() reads a dozen files."""
+        return int(self.stats().oom_kill_count or 0)
+
     @abstractmethod
     def freeze(self, timeout: float = 5.0) -> None:
         """Freeze every process; wait until the kernel says frozen (timeout 0: don't wait)."""

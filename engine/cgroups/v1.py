@@ -214,6 +214,12 @@ class V1Cgroup(Cgroup):
             s.io_pressure = read_pressure(u / "io.pressure")
         return s
 
+    def oom_kills(self) -> int:
+        mem = self._dir("memory")
+        if mem is None:
+            return 0
+        return int(_fs.read_kv(mem / "memory.oom_control", self.obj).get("oom_kill") or 0)
+
     def _memory_stats(self, mem: Path, s: CgroupStats) -> None:
         s.memory_stat = _fs.read_kv(mem / "memory.stat", self.obj)
         usage = _fs.read_int(mem / "memory.usage_in_bytes", self.obj)

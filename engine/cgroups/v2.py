@@ -150,6 +150,9 @@ class V2Cgroup(Cgroup):
 
     # -- statistics --------------------------------------------------------------
 
+    def oom_kills(self) -> int:
+        return int(_fs.read_kv(self.dir / "memory.events", self.obj).get("oom_kill") or 0)
+
     def stats(self) -> CgroupStats:
         self._require()
         d = self.dir

@@ -157,39 +157,110 @@ def attach_veth(
     mac: str,
     mtu: int = 0,
     default_route: bool = True,
+    bridge_prefixlen: int | None = None,
 ) -> None:
-    """One veth pair: host end on the bridge, the other end as ``ifname`` in the container."""
-    peer = host_if[:-1] + "p"
-    cmds = [f"link add {host_if} type veth peer name {peer}"]
-    if mtu:
-        cmds += [f"link set {host_if} mtu {mtu}", f"link set {peer} mtu {mtu}"]
-    cmds += [
+    """One veth pair: host end on the bridge, the other end as ``ifname`` in the container.
+
+    The container's end is made right inside its namespace, under its final name
+    and MAC: moving a link between namespaces afterwards costs the kernel RCU
+    grace periods (~15 ms here), creating it there does not.
+
+    With ``bridge_prefixlen``, the bridge is healed on the way, as ensure_bridge()
+    would (the gateway address, up), in the same `ip` batch: one process fewer per
+    start. Only when the bridge is missing altogether is it made first.
+    """
+    heal: list[str] = []
+    if bridge_prefixlen is not None:
+        # Both idempotent, and what ensure_bridge does to an existing bridge (also
+        # to a pre-existing one of the user's: its MAC and MTU stay as they are).
+        if gateway:
+            heal.append(f"addr replace {gateway}/{bridge_prefixlen} dev {bridge}")
+        heal.append(f"link set {bridge} up")
+    mtu_opt = f" mtu {mtu}" if mtu else ""
+    mac_opt = f" address {mac}" if mac else ""
+    cmds = [
+        *heal,
+        f"link add {host_if}{mtu_opt} type veth"
+        f" peer name {ifname}{mac_opt}{mtu_opt} netns {container_netns}",
         f"link set {host_if} master {bridge}",
         # Hairpin: a container reaching its own published port through the
         # host's address comes back in on the same bridge port.
         f"link set {host_if} type bridge_slave hairpin on",
         f"link set {host_if} up",
-        f"link set {peer} netns {container_netns}",
     ]
     p = _ip(host_netns, batch=cmds, check=False)
+    if p.returncode != 0 and heal and f'Cannot find device "{bridge}"' in p.stderr:
+        # The bridge is gone (host reboot, someone deleted it): make it, then plug in.
+        # The batch stopped at its first line, before any veth was made.
+        ensure_bridge(host_netns, bridge, gateway, bridge_prefixlen or 0, mtu)
+        p = _ip(host_netns, batch=cmds, check=False)
     if p.returncode != 0 and "exists" in p.stderr:
-        # Left over from an interrupted start: replace it.
+        # Left over from an interrupted start: replace it (its peer goes with it;
+        # the second name is the host-side peer name older versions used).
         delete_link(host_netns, host_if)
-        delete_link(host_netns, peer)
+        delete_link(host_netns, host_if[:-1] + "p")
         p = _ip(host_netns, batch=cmds, check=False)
     if p.returncode != 0:
         delete_link(host_netns, host_if)
         raise EngineError(f"cannot create veth {host_if} on {bridge}: {_error_text(p.stderr)}")
-    p = _ip(
-        container_netns,
-        batch=_inside(ifname, mac, ip, prefixlen, gateway, default_route, peer),
-        check=False,
-    )
+    inside = [f"addr add {ip}/{prefixlen} dev {ifname}", f"link set {ifname} up"]
+    if default_route and gateway:
+        inside.append(f"route replace default via {gateway} dev {ifname}")
+    p = _ip(container_netns, batch=inside, check=False)
     if p.returncode != 0:
         delete_link(host_netns, host_if)
         raise EngineError(
             f"cannot configure {ifname} in {container_netns}: {_error_text(p.stderr)}"
         )
+
+
+def delete_links_begin(host_netns: str, names: list[str]) -> subprocess.Popen | None:
+    """Start deleting links in one `ip` batch and return at once.
+
+    Deleting a veth costs the kernel ~15-20 ms of RCU waits; teardown overlaps
+    that with its other steps and then calls delete_links_end().
+    """
+    if not names:
+        return None
+    cmd = ["ip", *(["-n", host_netns] if host_netns else []), "-force", "-batch", "-"]
+    p = subprocess.Popen(
+        cmd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    p.stdin.write("".join(f"link del {n}\n" for n in names))  # type: ignore[union-attr]
+    p.stdin.close()  # type: ignore[union-attr]
+    return p
+
+
+def delete_links_end(p: subprocess.Popen | None, names: list[str]) -> list[str]:
+    """Wait for delete_links_begin(); returns the names that were deleted.
+
+    Raises like delete_link() when one could not be deleted for another reason
+    than not being there."""
+    if p is None:
+        return []
+    err = p.stderr.read() if p.stderr else ""
+    p.wait()
+    if p.stderr:
+        p.stderr.close()
+    gone = set()
+    # With -force ip goes on after a failed line and reports each one as
+    # "<message>\nCommand failed -:<line>".
+    lines = err.splitlines()
+    for i, ln in enumerate(lines):
+        if ln.startswith("Command failed -:"):
+            n = int(ln.rsplit(":", 1)[1]) - 1
+            msg = lines[i - 1] if i else ""
+            if "Cannot find device" in msg or "does not exist" in msg:
+                gone.add(n)
+                continue
+            raise EngineError(f"cannot delete link {names[n]}: {msg.strip()}")
+    if p.returncode != 0 and not gone:
+        raise EngineError(f"cannot delete links {', '.join(names)}: {_error_text(err)}")
+    return [n for i, n in enumerate(names) if i not in gone]
 
 
 def detach_in_container(container_netns: str, ifname: str) -> None:
