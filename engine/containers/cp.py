@@ -47,8 +47,9 @@ def rootfs(eng, c: Container) -> Iterator[Path]:
         if cur.state in ("removing",):
             raise NotFound(f"No such container: {c.name}", obj=c.name)
         lower = eng.images.layer_dirs(eng.images.get_by_id(cur.image_id))
-        for d in (p.upper, p.work, p.merged):
-            d.mkdir(parents=True, exist_ok=True)
+        from engine.containers.lifecycle import prepare_overlay
+
+        prepare_overlay(p, volatile=False)  # files copied in must stay until it runs
         mounts.mount_overlay(lower, p.upper, p.work, p.merged)
         try:
             yield p.merged

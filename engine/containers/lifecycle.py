@@ -298,6 +298,34 @@ def _hostname(eng, c: Container) -> str:
     return c.id[:12]
 
 
+def prepare_overlay(p: Paths, volatile: bool) -> None:
+    """Make the container's upper and work dirs for a mount, ``volatile`` or not
+    (see mounts.mount_overlay; start uses it for ``--rm``, whose layer is thrown
+    away at exit, so its writes need never reach the disk).
+
+    A volatile mount leaves a marker in the work dir that makes the kernel refuse
+    the next mount. If that mount was made in this boot, it ended without a host
+    crash and the layer is intact: the marker goes. From another boot the layer
+    may have lost writes: the kernel's advice is to throw it away, which we do.
+    """
+    marker = mounts.volatile_marker(p.work)
+    made_in = p.dir / "volatile-boot"
+    if marker.exists():
+        try:
+            same_boot = made_in.read_text() == _boot_id()
+        except OSError:
+            same_boot = False
+        if same_boot:
+            shutil.rmtree(marker)
+        else:
+            shutil.rmtree(p.upper, ignore_errors=True)
+            shutil.rmtree(p.work, ignore_errors=True)
+    for d in (p.upper, p.work, p.merged):
+        d.mkdir(parents=True, exist_ok=True)
+    if volatile:
+        made_in.write_text(_boot_id())
+
+
 def _use_compiled_seccomp(eng, rt: OCIRuntime, spec: dict) -> str:
     """Hand crun the program it compiled for this same profile before (see
     runtime/seccomp_cache.py). Returns the cache key when there was none yet, so
@@ -466,9 +494,11 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
             # Host ports first: a port in use is refused before anything is made.
             reserved = _reserve_ports(eng, c)
             lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
-            for d in (p.upper, p.work, p.merged, p.userdata, p.persist):
+            volatile = bool(c.opts.auto_remove)
+            prepare_overlay(p, volatile)
+            for d in (p.userdata, p.persist):
                 d.mkdir(parents=True, exist_ok=True)
-            mounts.mount_overlay(lower, p.upper, p.work, p.merged)
+            mounts.mount_overlay(lower, p.upper, p.work, p.merged, volatile=volatile)
             crashpoint("start:mounted")
             ns = _namespaces(eng, c, p)
             crashpoint("start:netns")

@@ -105,3 +105,59 @@ def test_bridge_deleted_or_downed_behind_our_back_is_healed_at_start(net_env):
     subprocess.run(["ip", "-n", ns, "link", "del", name], check=True)
     p = b("run", "--rm", "busybox", "ping", "-c", "1", "-W", "2", gw)
     assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _root_mount_options(env, *flags: str) -> str:
+    p = env.berth(
+        "run", *flags, "--network", "none", "busybox", "grep", " / / ", "/proc/self/mountinfo"
+    )
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_only_rm_layers_are_volatile(busybox_env):
+    assert "volatile" in _root_mount_options(busybox_env, "--rm")
+    out = _root_mount_options(busybox_env, "--name", "kept")
+    assert "volatile" not in out
+    busybox_env.berth("rm", "kept", check=True)
+
+
+def test_rm_container_keeps_files_copied_in_before_it_runs(busybox_env, tmp_path):
+    b = busybox_env.berth
+    cid = b("create", "--rm", "--network", "none", "busybox", "cat", "/given").stdout.strip()
+    (tmp_path / "given").write_text("kept\n")
+    b("cp", str(tmp_path / "given"), f"{cid}:/given", check=True)
+    p = b("start", "-a", cid)
+    assert p.returncode == 0 and p.stdout == "kept\n", p.stderr
+
+
+def test_volatile_layer_is_mounted_again_only_if_made_this_boot(busybox_env):
+    from engine import mounts
+    from engine.containers import lifecycle
+    from engine.containers.options import CreateOptions
+    from engine.containers.records import Paths
+
+    eng = busybox_env.engine()
+    c = eng.create_container(
+        CreateOptions(image="busybox", command=["true"], network="none", auto_remove=True)
+    )
+    p = Paths(eng.config, c.id)
+    lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
+
+    def mount_write_unmount(volatile: bool, name: str) -> None:
+        lifecycle.prepare_overlay(p, volatile)
+        mounts.mount_overlay(lower, p.upper, p.work, p.merged, volatile=volatile)
+        try:
+            (p.merged / name).write_text(name)
+        finally:
+            mounts.umount(str(p.merged))
+
+    mount_write_unmount(True, "first")
+    assert mounts.volatile_marker(p.work).exists()
+    mount_write_unmount(True, "second")  # same boot: the marker goes, the layer stays
+    assert sorted(f.name for f in p.upper.iterdir()) == ["first", "second"]
+    (p.dir / "volatile-boot").write_text("another-boot")  # as after a host crash
+    mount_write_unmount(False, "third")  # the layer may have lost writes: it starts empty
+    assert sorted(f.name for f in p.upper.iterdir()) == ["third"]
+    assert not mounts.volatile_marker(p.work).exists()
+    eng.remove_container(c.id, force=True)
