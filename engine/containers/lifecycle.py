@@ -765,6 +765,9 @@ def wait_pid_exit(pid: int, timeout: float | None) -> bool:
 def read_exit_code(p: Paths, wait: float = 2.0) -> int | None:
     """conmon writes the exit file just after the process dies; give it a moment."""
     deadline = time.monotonic() + wait
+    # A foreground `run` asks the moment the attach socket closes, and the file
+    # usually follows within ~1-3 ms: poll finely at first, then every 2 ms.
+    fine = 40
     while True:
         try:
             text = p.exit_file.read_text().strip()
@@ -774,7 +777,8 @@ def read_exit_code(p: Paths, wait: float = 2.0) -> int | None:
             pass
         if time.monotonic() >= deadline:
             return None
-        time.sleep(0.002)
+        fine -= 1
+        time.sleep(0.0005 if fine > 0 else 0.002)
 
 
 def _persist_extra(eng, c: Container, **flags) -> None:

@@ -33,8 +33,9 @@ def remove(
                 pass
             return c.id  # someone else removed it meanwhile
         if c.state in records.ACTIVE:
-            lifecycle._cleanup_locked(eng, c, restart_ok=False)
-        lifecycle.teardown(eng, c)
+            lifecycle._cleanup_locked(eng, c, restart_ok=False)  # tears down, too
+        else:
+            lifecycle.teardown(eng, c)
         with eng.db.write() as db:
             db.execute("UPDATE containers SET state='removing' WHERE id=?", (c.id,))
         shutil.rmtree(p.dir, ignore_errors=True)
