@@ -12,7 +12,8 @@
  * The server holds no state of its own: when it is absent, refuses us (other
  * namespaces, another uid, a different install) or BERTH_CLI_SERVER=0, this
  * client execs the Python CLI directly, with the same result, only slower.
- * A missing server is started in the background for the next command.
+ * A missing server is started in the background for the next command
+ * (unless BERTH_CLI_SPAWN=0, as in the exit commands conmon runs).
  *
  * Built by scripts/setup.sh:
  *   cc -O2 -DBERTH_PYTHON='"<venv>/bin/python"' -DBERTH_SOCKET='"/run/berth-cli/<id>.sock"'
@@ -193,7 +194,8 @@ int main(int argc, char **argv) {
     if (connect(s, (struct sockaddr *)&addr, sizeof(addr)) != 0) {
         int err = errno;
         say("running in-process: no CLI server", strerror(err));
-        if (err == ENOENT || err == ECONNREFUSED)
+        const char *spawn = getenv("BERTH_CLI_SPAWN"); /* "0": conmon's exit commands */
+        if ((err == ENOENT || err == ECONNREFUSED) && !(spawn && strcmp(spawn, "0") == 0))
             spawn_server();
         close(s);
         exec_python(argc, argv);

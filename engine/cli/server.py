@@ -94,6 +94,10 @@ def preload():
         "engine.runtime.spec",
         "engine.runtime.oci",
         "engine.runtime.seccomp",
+        "engine.build.executor",
+        "engine.build.sources",
+        "engine.build.copy",
+        "engine.build.options",
         "engine.images.store",
         "engine.network.store",
         "engine.cgroups",
@@ -213,6 +217,7 @@ def run_child(req: Request, parser) -> None:
         os.environ.clear()
         os.environ.update(env)
         _fresh_stdio()
+        _die_with_client(conn)
         sys.argv = ["berth", *argv]
         from engine.cli import main as cli_main
 
@@ -245,6 +250,23 @@ def run_child(req: Request, parser) -> None:
         except OSError:
             pass
         os._exit(int(code) & 0xFF)
+
+
+def _die_with_client(conn: socket.socket) -> None:
+    """When the client goes (killed, even by SIGKILL), so does its command, as if
+    it had run in the client's process: e.g. a build killed mid-RUN leaves its
+    leftovers for the next command to clean, as `kill -9` of the Python CLI does."""
+    import threading
+
+    def watch() -> None:
+        try:
+            while conn.recv(1):  # the client never sends after its request
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="client-watch", daemon=True).start()
 
 
 def _fresh_stdio() -> None:

@@ -111,6 +111,9 @@ def spawn(
         if k.startswith("BERTH_"):
             env[k] = v
     env.update(a.engine_env)
+    # The exit command may use a running CLI server, but must not start one: it
+    # would live on in the monitors cgroup, with conmon's environment.
+    env["BERTH_CLI_SPAWN"] = "0"
     try:
         proc = subprocess.Popen(
             _argv(a),

@@ -227,3 +227,27 @@ def test_password_prompt_does_not_echo(cli):
     assert SERVED in text
     assert "s3cret-value" not in text
     assert "127.0.0.1:1" in text.split("Password: ", 1)[1]  # the login was tried
+
+
+def test_killing_the_client_kills_its_command(cli):
+    """`kill -9 berth` ends the command as it would end the Python CLI's process,
+    so the next command finds and heals what it left (not a command running on)."""
+    import re
+
+    env, sock = cli
+    warm(env, sock)
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "busybox", "sh", "-c", "echo ready; sleep 30"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout.readline() == "ready\n"
+    served = re.search(r"served by the CLI server \(pid (\d+)\)", proc.stderr.readline())
+    assert served, "the command was not served"
+    child = int(served.group(1))
+    assert Path(f"/proc/{child}").exists()
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not Path(f"/proc/{child}").exists()
