@@ -333,6 +333,10 @@ def _use_compiled_seccomp(eng, rt: OCIRuntime, spec: dict) -> str:
     sec = (spec.get("linux") or {}).get("seccomp")
     if rt.name != "crun" or not sec:
         return ""
+    if sec.get("listenerPath") or any(
+        r.get("action") == "SCMP_ACT_NOTIFY" for r in sec.get("syscalls") or ()
+    ):
+        return ""  # a user-space notifier needs crun's own set-up: let it compile
     from engine.runtime import seccomp_cache
 
     key = seccomp_cache.cache_key(rt.path, sec)
