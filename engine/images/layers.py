@@ -11,6 +11,11 @@ never followed. Names are cleaned like Docker does (``/../../etc/x`` ->
 later inside the container). Device nodes and FIFOs from a tar are skipped:
 the only device we create is the overlayfs whiteout (char 0:0).
 
+Tars are read by a loop of our own around tarfile's header parser (the
+``TarInfo.fromtarfile`` that ``TarFile`` uses, extended headers bounded): file
+content goes from the stream to its file as it comes, without tarfile's copies
+(``TarSource``), and a directory's entries share one lookup of it.
+
 The writers walk with ``O_PATH|O_NOFOLLOW`` fds too, because the tree being
 archived (a running container's rootfs for ``cp``/``export``) can change
 under us. Upper dirs must come from overlay mounts without ``redirect_dir``
@@ -31,6 +36,7 @@ import subprocess
 import tarfile
 import threading
 import zlib
+from collections.abc import Callable, Iterator
 from typing import BinaryIO
 
 from engine.errors import Conflict, EngineError, InvalidArgument, Unsupported
@@ -49,7 +55,17 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 _XATTR_PAX = "SCHILY.xattr."
 _BUF = 1 << 20
 
-__all__ = ["copy_in", "copy_out", "diff_to_tar", "extract_layer", "open_decompressed", "tar_dir"]
+__all__ = [
+    "TarSource",
+    "chunks_of",
+    "copy_in",
+    "copy_out",
+    "diff_to_tar",
+    "extract_layer",
+    "extract_layer_from",
+    "open_decompressed",
+    "tar_dir",
+]
 
 
 # -- decompression -----------------------------------------------------------------------
@@ -164,13 +180,18 @@ class _Extractor:
         self.owner = owner
         self.total = 0
         self.dir_times: list[tuple[str, float]] = []
+        self._pfd: int | None = None
+        self._pdir: str | None = None
 
-    def run(self, tar: tarfile.TarFile) -> int:
-        for member in tar:
-            try:
-                self._entry(tar, member)
-            except OSError as e:
-                raise wrap_oserror(e, member.name) from None
+    def run(self, src: TarSource) -> int:
+        try:
+            for member in _members(src):
+                try:
+                    self._entry(src, member)
+                except OSError as e:
+                    raise wrap_oserror(e, member.name) from None
+        finally:
+            self._forget_parent()
         # Directory mtimes last: creating their children changed them.
         for path, mtime in reversed(self.dir_times):
             try:
@@ -183,11 +204,33 @@ class _Extractor:
                 os.close(fd)
         return self.total
 
-    def _entry(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
+    # The parent directory of the previous entry is kept open for the next one when that
+    # is in the same directory (tars list a directory's files together), saving a lookup
+    # in the root per file. It is only ever the previous entry's parent (any entry
+    # elsewhere, and every whiteout, drops it), and it is dropped too when that entry
+    # removed a directory or a symlink (``_clear``): then the one entry that ran since
+    # the lookup only added children or replaced a regular file, which no lookup walks
+    # through, so a fresh lookup of the same path would find this same directory.
+    def _parent(self, full: str) -> tuple[int, str]:
+        parent, name = posixpath.split(full)
+        if self._pfd is not None and parent == self._pdir:
+            return self._pfd, name
+        self._forget_parent()
+        pfd, name = open_parent_in_root(self.rfd, full, create=True)
+        self._pfd, self._pdir = pfd, parent
+        return pfd, name
+
+    def _forget_parent(self) -> None:
+        if self._pfd is not None:
+            os.close(self._pfd)
+        self._pfd = self._pdir = None
+
+    def _entry(self, src: TarSource, m: tarfile.TarInfo) -> None:
         rel = clean_path(m.name)
         full = posixpath.join(self.base, rel) if self.base else rel
         name = posixpath.basename(rel)
         if self.layer and name.startswith(WHITEOUT_PREFIX):
+            self._forget_parent()
             self._whiteout(full, name, m.mtime)
             return
         if not rel:  # the archive's "./": only a layer may set its root's metadata
@@ -196,38 +239,30 @@ class _Extractor:
             return
         if not (m.isreg() or m.isdir() or m.issym() or m.islnk()):
             return  # devices, FIFOs: never from a tar (only whiteouts are devices)
-        pfd, name = open_parent_in_root(self.rfd, full, create=True)
-        try:
-            if m.islnk():
-                self._hardlink(pfd, name, m)
-                return
-            kept_dir = self._clear(pfd, name, m.isdir())
-            if m.isdir():
-                if not kept_dir:
-                    os.mkdir(name, 0o700, dir_fd=pfd)  # real mode set below, after chown
-                self._attrs_dir(full, m, pfd, name)
-            elif m.issym():
-                os.symlink(m.linkname, name, dir_fd=pfd)
-                uid, gid = self.owner or (m.uid, m.gid)
-                os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
-                os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
-            else:
-                # O_EXCL|O_NOFOLLOW: we just cleared the name; never write through a link.
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-                fd = os.open(name, flags, 0o600, dir_fd=pfd)
-                try:
-                    src = tar.extractfile(m)
-                    assert src is not None
-                    while chunk := src.read(_BUF):
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[os.write(fd, view) :]
-                    self.total += m.size
-                    self._attrs(fd, m)
-                finally:
-                    os.close(fd)
-        finally:
-            os.close(pfd)
+        pfd, name = self._parent(full)
+        if m.islnk():
+            self._hardlink(pfd, name, m)
+            return
+        kept_dir = self._clear(pfd, name, m.isdir())
+        if m.isdir():
+            if not kept_dir:
+                os.mkdir(name, 0o700, dir_fd=pfd)  # real mode set below, after chown
+            self._attrs_dir(full, m, pfd, name)
+        elif m.issym():
+            os.symlink(m.linkname, name, dir_fd=pfd)
+            uid, gid = self.owner or (m.uid, m.gid)
+            os.chown(name, uid, gid, dir_fd=pfd, follow_symlinks=False)
+            os.utime(name, (m.mtime, m.mtime), dir_fd=pfd, follow_symlinks=False)
+        else:
+            # O_EXCL|O_NOFOLLOW: we just cleared the name; never write through a link.
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(name, flags, 0o600, dir_fd=pfd)
+            try:
+                src.copy_member(m, fd)
+                self.total += m.size
+                self._attrs(fd, m)
+            finally:
+                os.close(fd)
 
     def _clear(self, pfd: int, name: str, want_dir: bool) -> bool:
         """Make room for a new entry; True when an existing directory is kept."""
@@ -243,6 +278,8 @@ class _Extractor:
             raise Conflict(
                 f"{name}: cannot overwrite {what} with {'directory' if want_dir else 'non-directory'}"
             )
+        if is_dir or stat.S_ISLNK(st.st_mode):
+            self._pdir = None  # a lookup may have walked through it: no reuse of the parent
         if is_dir:
             shutil.rmtree(name, dir_fd=pfd)  # fd-based: never follows links inside
         else:
@@ -358,21 +395,169 @@ class _BoundedTarInfo(tarfile.TarInfo):
         return super()._proc_member(tarfile_)
 
 
-def _extract(
-    rfd: int, base: str, stream: BinaryIO, layer: bool, owner: tuple[int, int] | None
+class TarSource:
+    """The plain bytes of a tar as the extractor reads them, from ``next_chunk()``:
+    a bytes-like object per call, ``b""`` at the end, valid until the next call (it
+    may be a view of a buffer the producer reuses).
+
+    Headers (512 bytes, bounded extended headers) are copied out for tarfile's
+    parser; file content goes from the chunks straight to the file, in as many
+    writes as there are chunks, with no copy in between.
+    """
+
+    def __init__(self, next_chunk: Callable[[], bytes | bytearray | memoryview]) -> None:
+        self._next = next_chunk
+        self._view = memoryview(b"")
+        self._pos = 0
+        self._ended = False
+        self.offset = 0  # bytes consumed: tell()
+
+    def _fill(self) -> bool:
+        while not self._ended:
+            chunk = self._next()
+            if not len(chunk):
+                self._ended = True
+                break
+            self._view = memoryview(chunk)
+            self._pos = 0
+            return True
+        return False
+
+    def tell(self) -> int:
+        return self.offset
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes (fewer only at the end), a copy."""
+        out = bytearray()
+        while n > 0:
+            left = len(self._view) - self._pos
+            if left == 0:
+                if not self._fill():
+                    break
+                continue
+            k = min(left, n)
+            out += self._view[self._pos : self._pos + k]
+            self._pos += k
+            self.offset += k
+            n -= k
+        return bytes(out)
+
+    def _take(self, n: int) -> memoryview:
+        """A view of the next 1..n bytes, consumed."""
+        if self._pos == len(self._view) and not self._fill():
+            raise tarfile.ReadError("unexpected end of data")
+        k = min(n, len(self._view) - self._pos)
+        view = self._view[self._pos : self._pos + k]
+        self._pos += k
+        self.offset += k
+        return view
+
+    def skip(self, n: int) -> None:
+        while n > 0:
+            n -= len(self._take(n))
+
+    def write_to(self, fd: int, n: int) -> None:
+        """The next ``n`` bytes to ``fd`` (at its current offset)."""
+        while n > 0:
+            view = self._take(n)
+            n -= len(view)
+            while view:
+                view = view[os.write(fd, view) :]
+
+    def copy_member(self, m: tarfile.TarInfo, fd: int) -> None:
+        """Member ``m``'s content (positioned at its data) into the new file ``fd``."""
+        if self.offset != m.offset_data:
+            raise tarfile.ReadError(f"{m.name}: misplaced data")  # cannot happen; never seek back
+        if not m.sparse:
+            self.write_to(fd, m.size)
+            return
+        # A sparse member stores only its data runs, one after the other; the rest is holes.
+        for offset, size in m.sparse:
+            if offset + size > m.size:
+                raise tarfile.ReadError(f"{m.name}: sparse map beyond the file's size")
+            os.lseek(fd, offset, os.SEEK_SET)
+            self.write_to(fd, size)
+        os.ftruncate(fd, m.size)
+
+    def drain(self) -> None:
+        """Read to the end (what is left is only counted)."""
+        while True:
+            self.offset += len(self._view) - self._pos
+            self._pos = len(self._view)
+            if not self._fill():
+                return
+
+
+def chunks_of(stream: BinaryIO, size: int = _BUF) -> Callable[[], memoryview]:
+    """``next_chunk`` for a :class:`TarSource` over a file-like object (one reused buffer)."""
+    buf = bytearray(size)
+    view = memoryview(buf)
+    readinto = getattr(stream, "readinto", None)
+    if readinto is None:
+        return lambda: memoryview(stream.read(size))
+    return lambda: view[: readinto(buf) or 0]
+
+
+class _Parser:
+    """What ``TarInfo.fromtarfile`` reads a member's headers with (the parts of a
+    ``TarFile`` it uses): names decoded as tarfile does by default."""
+
+    def __init__(self, src: TarSource) -> None:
+        self.fileobj = src
+        self.offset = 0  # where the next header starts (set by the parser)
+        self.encoding = tarfile.ENCODING
+        self.errors = "surrogateescape"
+        self.pax_headers: dict[str, str] = {}
+
+
+def _members(src: TarSource) -> Iterator[tarfile.TarInfo]:
+    """The members of the tar in ``src``, as ``TarFile.next()`` reads them in a stream
+    (the same header parser, the same end-of-archive rules); the caller reads each
+    member's data or not: what it leaves is skipped."""
+    parser = _Parser(src)
+    while True:
+        if parser.offset > src.offset:
+            src.skip(parser.offset - src.offset)
+        first = parser.offset == 0
+        try:
+            member = _BoundedTarInfo.fromtarfile(parser)
+        except (tarfile.EOFHeaderError, tarfile.EmptyHeaderError) as e:
+            if first and isinstance(e, tarfile.EmptyHeaderError):
+                raise tarfile.ReadError("empty file") from None
+            return  # end-of-archive blocks (or, as tarfile, a stream that just stops)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as e:
+            if first:
+                raise tarfile.ReadError(str(e)) from None
+            return
+        except tarfile.SubsequentHeaderError as e:
+            raise tarfile.ReadError(str(e)) from None
+        yield member
+
+
+def _extract_from(
+    rfd: int, base: str, src: TarSource, layer: bool, owner: tuple[int, int] | None
 ) -> int:
-    plain = open_decompressed(stream)
     try:
-        with tarfile.open(fileobj=plain, mode="r|", tarinfo=_BoundedTarInfo) as tar:
-            total = _Extractor(rfd, base, layer=layer, owner=owner).run(tar)
+        total = _Extractor(rfd, base, layer=layer, owner=owner).run(src)
         # Read past the end-of-archive blocks: a caller hashing the stream (diff_id)
         # must see every byte, and gzip/zstd check their trailers only at the end.
-        _drain(plain)
+        src.drain()
         return total
     except tarfile.TarError as e:
         raise InvalidArgument(f"malformed tar stream: {e}") from None
     except (EOFError, gzip.BadGzipFile, zlib.error) as e:
         raise InvalidArgument(f"truncated or corrupt layer: {e}") from None
+
+
+def _extract(
+    rfd: int, base: str, stream: BinaryIO, layer: bool, owner: tuple[int, int] | None
+) -> int:
+    try:
+        plain = open_decompressed(stream)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise InvalidArgument(f"truncated or corrupt layer: {e}") from None
+    try:
+        return _extract_from(rfd, base, TarSource(chunks_of(plain)), layer, owner)
     finally:
         plain.close()
 
@@ -387,6 +572,13 @@ def extract_layer(stream: BinaryIO, dest: os.PathLike[str] | str) -> int:
     """
     with root_fd(dest) as rfd:
         return _extract(rfd, "", stream, layer=True, owner=None)
+
+
+def extract_layer_from(src: TarSource, dest: os.PathLike[str] | str) -> int:
+    """:func:`extract_layer` of an uncompressed layer given as a :class:`TarSource`
+    (the registry's pull streams it from the network, inflating as it goes)."""
+    with root_fd(dest) as rfd:
+        return _extract_from(rfd, "", src, layer=True, owner=None)
 
 
 def copy_in(

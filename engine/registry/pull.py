@@ -5,9 +5,10 @@ Everything from the registry is untrusted until verified:
 
 - a manifest fetched by digest must hash to it; one fetched by tag must hash
   to the registry's ``Docker-Content-Digest`` when it sends one;
-- every blob is hashed while it streams to a temporary file and renamed into
-  the store only if digest and size match its descriptor (a registry that
-  sends more bytes than the descriptor says is cut off);
+- every blob is hashed while it streams to a temporary file (the config, at
+  most 4 MB, into memory) and goes into the store only if digest and size
+  match its descriptor (a registry that sends more bytes than the descriptor
+  says is cut off); the config's blob is written while the layers stream;
 - every layer's uncompressed content must hash to the config's diff ID (the
   layer store checks it while unpacking).
 
@@ -20,9 +21,11 @@ collection, none of the blobs or layers it had added.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from engine.errors import InvalidArgument, NotFound, Unsupported
@@ -181,6 +184,7 @@ class Puller:
         fetch: bool,
         what: str,
         cancel: threading.Event,
+        prefetch: bool = False,
     ) -> int:
         digest, size = desc["digest"], desc["size"]
         sid = short_id(digest)
@@ -203,6 +207,7 @@ class Puller:
                         what=what,
                         report=lambda n: self.progress.bytes(sid, "Downloading", n, size),
                         cancel=cancel,
+                        prefetch=prefetch,
                     )
                     self.progress.layer(sid, "Verifying Checksum")
                     staged.install(digest)
@@ -237,7 +242,7 @@ class Puller:
         had_config = self.store.blobs.has(config_desc["digest"])
         try:
             with self.store.writing():
-                config = self._config(ref.path, config_desc, what)
+                config, install_config = self._config(ref.path, config_desc, what)
                 self._check_platform(config, chosen, what)
                 diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
                 if len(diff_ids) != len(layers):
@@ -246,9 +251,11 @@ class Puller:
                         f"layers, its manifest {len(layers)}",
                         obj=what,
                     )
-                fetched, layer_report = self._layers(
-                    ref.path, layers, diff_ids, what, quiet_if_complete=had_config
-                )
+                # The config blob is stored (fsync'd) while the layers stream, not before.
+                with _Background(install_config, "berth-pull-config"):
+                    fetched, layer_report = self._layers(
+                        ref.path, layers, diff_ids, what, quiet_if_complete=had_config
+                    )
                 rec = self.store.register_manifest(manifest_bytes, tags, [repo_digest])
         except BaseException:
             # Whatever this pull added and no image references goes again.
@@ -284,24 +291,35 @@ class Puller:
             return None
         return rec.id, rec.manifest_digest
 
-    def _config(self, repo: str, desc: dict, what: str) -> dict:
+    def _config(self, repo: str, desc: dict, what: str) -> tuple[dict, Callable[[], object] | None]:
+        """The image config, verified; and, when it was fetched, what stores its blob."""
         digest = desc["digest"]
         if desc["size"] > mf.MAX_CONFIG:
             raise InvalidArgument(
                 f"image config {digest} of {what} is larger than {mf.MAX_CONFIG} bytes; refused",
                 obj=what,
             )
-        if not self.store.blobs.has(digest):
-            self._fetch_blob(repo, desc, what, threading.Event(), quiet=True)
+        install = None
+        if self.store.blobs.has(digest):
+            data = self.store.blobs.read(digest)
+        else:
+            buf = io.BytesIO()
+            src = BlobStream(self.client, repo, desc, buf, what, restartable=True)
+            try:
+                src.finish()  # bounded by the descriptor's size; digest checked
+            finally:
+                src.close()
+            data = buf.getvalue()
+            install = lambda: self.store.blobs.put_bytes(data, expected=digest)  # noqa: E731
         try:
-            config = json.loads(self.store.blobs.read(digest))
+            config = json.loads(data)
         except ValueError as e:
             raise InvalidArgument(
                 f"image config {digest} of {what} is not valid JSON: {e}"
             ) from None
         if not isinstance(config, dict):
             raise InvalidArgument(f"image config {digest} of {what} is not a JSON object")
-        return config
+        return config, install
 
     def _check_platform(self, config: dict, chosen: mf.Platform | None, what: str) -> None:
         actual = mf.Platform.of(config)
@@ -365,14 +383,45 @@ class Puller:
         if not work:
             return 0, report
         cancel = threading.Event()
+        # Layers streaming at once: fewer than the cores, and each gets a second thread.
+        streams = min(self.concurrency, sum(1 for e in work.values() if e[2]))
+        prefetch = streams < (os.cpu_count() or 1)
         fetched = run_all(
-            lambda entry: self._layer_task(repo, entry[0], entry[1], entry[2], what, cancel),
+            lambda entry: self._layer_task(
+                repo, entry[0], entry[1], entry[2], what, cancel, prefetch
+            ),
             list(work.values()),
             self.concurrency,
             cancel,
             name="berth-pull",
         )
         return sum(fetched), report
+
+
+class _Background:
+    """``fn()`` on a thread for the length of a ``with`` block; its error, if any,
+    is raised when the block ends (after the block's own, which wins)."""
+
+    def __init__(self, fn: Callable[[], object] | None, name: str):
+        self.fn, self.error = fn, None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True) if fn else None
+
+    def _run(self) -> None:
+        try:
+            self.fn()  # type: ignore[misc]
+        except BaseException as e:  # noqa: BLE001 - raised in the caller's thread
+            self.error = e
+
+    def __enter__(self) -> _Background:
+        if self.thread is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        if self.thread is not None:
+            self.thread.join()
+        if self.error is not None and exc_type is None:
+            raise self.error
 
 
 def _platform_of(config: dict, chosen: mf.Platform | None) -> str:

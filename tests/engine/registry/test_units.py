@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
+import hashlib
 import json
 import stat
+import struct
 import time
+import zlib
 
 import pytest
 
@@ -18,7 +20,7 @@ from engine.registry import manifests as mf
 from engine.registry.blobinfo import BlobInfoCache
 from engine.registry.credentials import DOCKER_HUB_KEY, Credentials, CredentialStore, server_key
 from engine.registry.progress import Progress, bar, short_id
-from engine.registry.unpack import Gunzip
+from engine.registry.unpack import OUT_STEP, Gunzip
 
 
 def test_parse_challenges():
@@ -148,29 +150,93 @@ def test_manifest_checks():
     assert mf.media_type({"manifests": []}, "") == mf.MT_OCI_INDEX
 
 
-class _Chunks(io.RawIOBase):
+class _Chunks:
+    """``next_input`` for Gunzip: ``data`` in pieces of ``step`` bytes."""
+
     def __init__(self, data: bytes, step: int = 7):
-        self.data, self.step = data, step
+        self.data, self.step = memoryview(data), step
 
-    def readinto(self, b) -> int:
-        n = min(len(b), self.step, len(self.data))
-        b[:n] = self.data[:n]
-        self.data = self.data[n:]
-        return n
+    def __call__(self) -> memoryview:
+        piece, self.data = self.data[: self.step], self.data[self.step :]
+        return piece
 
 
-def test_gunzip_members_padding_and_truncation():
+@pytest.fixture(params=["zlib", "isal"])
+def inflate_lib(request, monkeypatch):
+    """Gunzip inflates with zlib, or with ISA-L where the isal package is installed."""
+    from engine.registry import unpack
+
+    lib = zlib if request.param == "zlib" else pytest.importorskip("isal.isal_zlib")
+    monkeypatch.setattr(unpack, "_inflate_lib", lib)
+    return lib
+
+
+def _gunzip(data: bytes, step: int = 7) -> tuple[bytes, Gunzip]:
+    g = Gunzip(_Chunks(data, step), "layer")
+    out = bytearray()
+    while chunk := g.next_chunk():
+        assert len(chunk) <= OUT_STEP
+        out += chunk
+    return bytes(out), g
+
+
+def _member(payload: bytes, flags: int = 0, fields: bytes = b"") -> bytes:
+    """A gzip member with the optional header fields ``fields`` (flags say which)."""
+    z = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    body = z.compress(payload) + z.flush()
+    header = b"\x1f\x8b\x08" + bytes([flags]) + b"\0\0\0\0\0\xff" + fields
+    return header + body + struct.pack("<II", zlib.crc32(payload), len(payload) & 0xFFFFFFFF)
+
+
+@pytest.mark.parametrize("step", [1, 7, 4096, 1 << 20])
+def test_gunzip_members_padding_and_header_fields(step, inflate_lib):
     data = gzip.compress(b"hello ") + gzip.compress(b"world") + b"\0" * 10
-    g = Gunzip(_Chunks(data), "layer")
-    out = io.BufferedReader(g).read()
+    out, g = _gunzip(data, step)
     assert out == b"hello world"
     assert g.digest == "sha256:b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
-    with pytest.raises(InvalidArgument, match="truncated gzip"):
-        io.BufferedReader(Gunzip(_Chunks(gzip.compress(b"x" * 1000)[:-6]), "layer")).read()
-    with pytest.raises(InvalidArgument, match="corrupt gzip"):
-        bad = bytearray(gzip.compress(b"y" * 1000))
-        bad[-8] ^= 0xFF  # the CRC
-        io.BufferedReader(Gunzip(_Chunks(bytes(bad)), "layer")).read()
+    # FEXTRA, FNAME, FCOMMENT and FHCRC, each of them cut by the reads when step is small.
+    payload = bytes(range(256)) * 400 + b"a" * 100_000
+    fields = struct.pack("<H", 5) + b"extra" + b"layer.tar\0" + b"a comment\0" + b"\xab\xcd"
+    named = _member(payload, 0x04 | 0x08 | 0x10 | 0x02, fields)
+    out, _ = _gunzip(named + gzip.compress(bytes(3_000_000)), step)
+    assert out == payload + bytes(3_000_000)
+
+
+def test_gunzip_bounds_what_a_step_hands_out(inflate_lib):
+    # 20 MB of zeros are 20 kB of gzip: output comes in bounded steps, whole.
+    out, g = _gunzip(gzip.compress(bytes(20_000_000)) * 2, 1 << 18)
+    assert out == bytes(40_000_000)
+
+
+@pytest.mark.parametrize(
+    "data, why",
+    [
+        (gzip.compress(b"x" * 1000)[:-6], "truncated gzip"),
+        (gzip.compress(b"x" * 1000)[:-12], "truncated gzip"),
+        (b"\x1f\x8b\x08", "truncated gzip"),
+        (b"", "truncated gzip"),
+        (b"PK\x03\x04 not gzip", "not a gzip stream"),
+        (b"\x1f\x8b\x09" + bytes(20), "unknown compression method"),
+        (gzip.compress(b"y" * 1000)[:-4] + b"\x01\0\0\0", "length does not match"),
+        (gzip.compress(b"x") + b"\0\0" + gzip.compress(b"y"), "after the zero padding"),
+        (b"\x1f\x8b\x08\x08" + bytes(6) + b"n" * 1_100_000, "header longer"),
+        (b"\x1f\x8b\x08\x00" + bytes(6) + b"\xff" * 50, "corrupt gzip stream"),
+    ],
+)
+def test_gunzip_refuses_broken_streams(data, why, inflate_lib):
+    for step in (7, 1 << 20):
+        with pytest.raises(InvalidArgument, match=why):
+            _gunzip(data, step)
+
+
+def test_gunzip_leaves_the_crc_to_the_digests(inflate_lib):
+    """The CRC-32 is not computed: a flipped CRC still inflates to the same bytes,
+    whose diff ID (and the blob's digest) say whether they are the right ones."""
+    bad = bytearray(gzip.compress(b"y" * 1000))
+    bad[-8] ^= 0xFF
+    out, g = _gunzip(bytes(bad))
+    assert out == b"y" * 1000
+    assert g.digest == "sha256:" + hashlib.sha256(out).hexdigest()
 
 
 def test_progress_messages():
