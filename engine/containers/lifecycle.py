@@ -326,25 +326,50 @@ def prepare_overlay(p: Paths, volatile: bool) -> None:
         made_in.write_text(_boot_id())
 
 
-def _use_compiled_seccomp(eng, rt: OCIRuntime, spec: dict) -> str:
+def _use_compiled_seccomp(eng, rt: OCIRuntime, spec: dict, use_cache: bool = True):
     """Hand crun the program it compiled for this same profile before (see
-    runtime/seccomp_cache.py). Returns the cache key when there was none yet, so
-    the program of this create is kept; "" otherwise."""
+    runtime/seccomp_cache.py). Returns ``(key to remember, key used)``: the first
+    when there was no program yet (or ``use_cache`` is off), so the program of
+    this create is kept; the second when the annotation carries a kept program,
+    so a create that crun refuses can drop it. "" where it does not apply."""
     sec = (spec.get("linux") or {}).get("seccomp")
     if rt.name != "crun" or not sec:
-        return ""
+        return "", ""
     if sec.get("listenerPath") or any(
         r.get("action") == "SCMP_ACT_NOTIFY" for r in sec.get("syscalls") or ()
     ):
-        return ""  # a user-space notifier needs crun's own set-up: let it compile
+        return "", ""  # a user-space notifier needs crun's own set-up: let it compile
     from engine.runtime import seccomp_cache
 
     key = seccomp_cache.cache_key(rt.path, sec)
-    prog = seccomp_cache.lookup(eng.config.run, key)
+    prog = seccomp_cache.lookup(eng.config.run, key) if use_cache else None
     if prog is None:
-        return key
+        return key, ""
     spec.setdefault("annotations", {})[seccomp_cache.ANNOTATION] = prog
-    return ""
+    return "", key
+
+
+class _CachedProgramRefused(Exception):
+    """The create that carried a kept seccomp program failed (start retries once)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _undo_failed_start(eng, c: Container, reserved: list) -> None:
+    """Undo everything a start attempt made (ports, mounts, netns, cgroup, bundle)."""
+    # A monitor move started during spawn must be done before the clean-up
+    # (and before a caller that removes the instance's cgroups goes on).
+    join_monitor_moves()
+    if reserved:
+        from engine.network import ports
+
+        ports.close_all(reserved)
+    try:
+        teardown(eng, c)
+    except EngineError:
+        pass
 
 
 def _runtime(eng, c: Container) -> OCIRuntime:
@@ -488,94 +513,107 @@ def start(eng, c: Container, attach: AttachHook | None = None, restart: bool = F
         c.runtime = rt.name
         attached = None
         reserved: list = []
-        try:
-            # Leftovers of an interrupted start or a crash are removed first.
-            teardown(eng, c)
+        refused = False
+        while True:
             try:
-                p.exit_file.unlink()
-            except FileNotFoundError:
-                pass
-            # Host ports first: a port in use is refused before anything is made.
-            reserved = _reserve_ports(eng, c)
-            lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
-            volatile = bool(c.opts.auto_remove)
-            prepare_overlay(p, volatile)
-            for d in (p.userdata, p.persist):
-                d.mkdir(parents=True, exist_ok=True)
-            mounts.mount_overlay(lower, p.upper, p.work, p.merged, volatile=volatile)
-            crashpoint("start:mounted")
-            ns = _namespaces(eng, c, p)
-            crashpoint("start:netns")
-            if reserved:
-                _hold_ports(eng, c, reserved)
-            mount_list = _etc_files(eng, c, p) + _volume_mounts(eng, c, p)
-            spec = build_bundle(eng, c, p, mount_list, ns)
-            bpf_key = _use_compiled_seccomp(eng, rt, spec)
-            p.bundle.mkdir(parents=True, exist_ok=True)
-            import json
+                # Leftovers of an interrupted start or a crash are removed first.
+                teardown(eng, c)
+                try:
+                    p.exit_file.unlink()
+                except FileNotFoundError:
+                    pass
+                # Host ports first: a port in use is refused before anything is made.
+                reserved = _reserve_ports(eng, c)
+                lower = eng.images.layer_dirs(eng.images.get_by_id(c.image_id))
+                volatile = bool(c.opts.auto_remove)
+                prepare_overlay(p, volatile)
+                for d in (p.userdata, p.persist):
+                    d.mkdir(parents=True, exist_ok=True)
+                mounts.mount_overlay(lower, p.upper, p.work, p.merged, volatile=volatile)
+                crashpoint("start:mounted")
+                ns = _namespaces(eng, c, p)
+                crashpoint("start:netns")
+                if reserved:
+                    _hold_ports(eng, c, reserved)
+                mount_list = _etc_files(eng, c, p) + _volume_mounts(eng, c, p)
+                spec = build_bundle(eng, c, p, mount_list, ns)
+                bpf_key, cached_key = _use_compiled_seccomp(eng, rt, spec, use_cache=not refused)
+                p.bundle.mkdir(parents=True, exist_ok=True)
+                import json
 
-            (p.bundle / "config.json").write_text(json.dumps(spec))
-            eng.config.exits_dir.mkdir(parents=True, exist_ok=True)
-            from engine.runtime.conmon import ConmonArgs, spawn
+                (p.bundle / "config.json").write_text(json.dumps(spec))
+                eng.config.exits_dir.mkdir(parents=True, exist_ok=True)
+                from engine.runtime.conmon import ConmonArgs, spawn
 
-            pid = spawn(
-                ConmonArgs(
-                    cid=c.id,
-                    name=c.name,
-                    runtime_path=rt.path,
-                    runtime_root=rt.state_root,
-                    bundle=p.bundle,
-                    exit_dir=eng.config.exits_dir,
-                    persist_dir=p.persist,
-                    log_path=p.log,
-                    log_size_max=c.opts.log_max_size,
-                    terminal=c.opts.tty,
-                    stdin=c.opts.interactive,
-                    leave_stdin_open=attach is None,
-                    # An attached `run --rm` cleans up and removes by itself; the
-                    # exit command (a whole Python process) then only has to find
-                    # nothing to do, so it need not compete for the CPU meanwhile.
-                    # If the CLI dies, it still heals a second later.
-                    exit_delay=1 if attach is not None and c.opts.auto_remove else 0,
-                    exit_command=[*_exit_command(eng), c.id],
-                    engine_env=eng.config.env(),
-                ),
-                # The monitor's move into the monitors cgroup starts as soon as it
-                # exists, while the runtime creates the container: the first
-                # cgroup.procs write of a burst waits for an RCU grace period
-                # (~8-15 ms on cgroup v1), and crun's own write for the container
-                # then shares that wait instead of paying a second one.
-                on_monitor=lambda: _move_monitor_later(eng, _read_int(p.bundle / "conmon.pid")),
-            )
-            conmon_pid = _read_int(p.bundle / "conmon.pid")
-            if bpf_key:
+                try:
+                    pid = spawn(
+                        ConmonArgs(
+                            cid=c.id,
+                            name=c.name,
+                            runtime_path=rt.path,
+                            runtime_root=rt.state_root,
+                            bundle=p.bundle,
+                            exit_dir=eng.config.exits_dir,
+                            persist_dir=p.persist,
+                            log_path=p.log,
+                            log_size_max=c.opts.log_max_size,
+                            terminal=c.opts.tty,
+                            stdin=c.opts.interactive,
+                            leave_stdin_open=attach is None,
+                            # An attached `run --rm` cleans up and removes by itself; the
+                            # exit command (a whole Python process) then only has to find
+                            # nothing to do, so it need not compete for the CPU meanwhile.
+                            # If the CLI dies, it still heals a second later.
+                            exit_delay=1 if attach is not None and c.opts.auto_remove else 0,
+                            exit_command=[*_exit_command(eng), c.id],
+                            engine_env=eng.config.env(),
+                        ),
+                        # The monitor's move into the monitors cgroup starts as soon as it
+                        # exists, while the runtime creates the container: the first
+                        # cgroup.procs write of a burst waits for an RCU grace period
+                        # (~8-15 ms on cgroup v1), and crun's own write for the container
+                        # then shares that wait instead of paying a second one.
+                        on_monitor=lambda: _move_monitor_later(
+                            eng, _read_int(p.bundle / "conmon.pid")
+                        ),
+                    )
+                except EngineError:
+                    if cached_key:
+                        raise _CachedProgramRefused(cached_key) from None
+                    raise
+                conmon_pid = _read_int(p.bundle / "conmon.pid")
+                if bpf_key:
+                    from engine.runtime import seccomp_cache
+
+                    seccomp_cache.remember(
+                        eng.config.run, bpf_key, rt.state_root / c.id / "seccomp.bpf"
+                    )
+                crashpoint("start:created")
+                if attach is not None:
+                    attached = attach(p.bundle)
+                rt.start(c.id)
+                crashpoint("start:started")
+            except _CachedProgramRefused as e:
+                # crun refused the program kept for this profile (a damaged entry,
+                # or one the kernel no longer takes): drop it, or every create with
+                # this profile would fail until reboot, and create once more from
+                # the JSON. Everything this attempt made is undone first, exactly
+                # as for a failed start, so the second one begins from nothing.
+                _undo_failed_start(eng, c, reserved)
+                reserved = []
                 from engine.runtime import seccomp_cache
 
-                seccomp_cache.remember(
-                    eng.config.run, bpf_key, rt.state_root / c.id / "seccomp.bpf"
-                )
-            crashpoint("start:created")
-            if attach is not None:
-                attached = attach(p.bundle)
-            rt.start(c.id)
-            crashpoint("start:started")
-        except BaseException as e:
-            # A monitor move started during spawn must be done before the clean-up
-            # (and before a caller that removes the instance's cgroups goes on).
-            join_monitor_moves()
-            if reserved:
-                from engine.network import ports
-
-                ports.close_all(reserved)
-            try:
-                teardown(eng, c)
-            except EngineError:
-                pass
-            msg = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
-            records.update(eng.db, c.id, error=msg, config=c.config_json())
-            if attached is not None and hasattr(attached, "close"):
-                attached.close()
-            raise
+                seccomp_cache.forget(eng.config.run, e.key)
+                refused = True
+                continue
+            except BaseException as e:
+                _undo_failed_start(eng, c, reserved)
+                msg = str(e) if isinstance(e, EngineError) else f"{type(e).__name__}: {e}"
+                records.update(eng.db, c.id, error=msg, config=c.config_json())
+                if attached is not None and hasattr(attached, "close"):
+                    attached.close()
+                raise
+            break
         records.update(
             eng.db,
             c.id,

@@ -106,22 +106,41 @@ def remember(run_dir: Path, key: str, compiled: Path) -> None:
         return
     if not _valid(prog):
         return
+    import tempfile  # only on a miss: the hot path (lookup) stays lean
+
     d = _dir(run_dir)
-    tmp = d / f".{key}.{os.getpid()}"
+    tmp = ""
     try:
         d.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        # A name of its own per writer: the pid alone is shared by the threads of
+        # one process (a Celery thread pool), and two writers of one temp file
+        # could publish a mix or a truncated program. mkstemp makes it 0600.
+        fd, tmp = tempfile.mkstemp(prefix=f".{key}.", dir=d)
         try:
-            os.write(fd, prog)
+            view = memoryview(prog)
+            while view:  # os.write may write less than asked (signals, full disk)
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         os.replace(tmp, d / key)
+        tmp = ""
         _prune(d)
     except OSError:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
+        if tmp:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+
+
+def forget(run_dir: Path, key: str) -> None:
+    """Drop the entry for ``key``: crun refused it (a damaged file, or a program the
+    kernel no longer takes). Without this every later create with that profile
+    would fail the same way until the run directory is emptied (a reboot)."""
+    try:
+        os.unlink(_dir(run_dir) / key)
+    except OSError:
+        pass
 
 
 def _prune(d: Path) -> None:

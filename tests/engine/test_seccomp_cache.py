@@ -92,3 +92,32 @@ def test_runc_gets_the_profile_and_no_annotation(busybox_env, tmp_path):
         assert spec["linux"]["seccomp"]["syscalls"][0]["names"] == ["mkdir", "mkdirat"]
     finally:
         busybox_env.berth("rm", "-f", cid, check=True)
+
+
+def test_cached_program_crun_rejects_is_dropped_and_compiled_again(busybox_env, tmp_path):
+    """A whole-instruction entry that is not a program the kernel takes (a BPF
+    filter must end in a return): crun refuses it, the run still works with what
+    crun compiles from the JSON, and the entry is replaced by that program."""
+    deny = _profile(tmp_path, "deny.json", ["mkdir", "mkdirat"])
+    assert DENIED in _mkdir(busybox_env, deny).stderr
+    (entry,) = _cache(busybox_env)
+    good = entry.read_bytes()
+    garbage = b"\xff" * 64  # 8 instructions of an unknown opcode
+    entry.write_bytes(garbage)
+    p = _mkdir(busybox_env, deny)
+    assert p.returncode != 0 and DENIED in p.stderr, p.stderr  # still blocked, still ran
+    assert entry.read_bytes() == good
+    ok = _mkdir(busybox_env, _profile(tmp_path, "allow.json", []))
+    assert ok.returncode == 0, ok.stderr
+    # Nothing of the failed create is left over: a detached run works and rm is clean.
+    entry.write_bytes(garbage)
+    cid = busybox_env.berth(
+        "run", "-d", "--security-opt", f"seccomp={deny}", "busybox", "sleep", "30", check=True
+    ).stdout.strip()
+    try:
+        spec = json.loads((busybox_env.run / "containers" / cid / "config.json").read_text())
+        assert "run.oci.seccomp_bpf_data" not in spec.get("annotations", {})
+        assert busybox_env.berth("exec", cid, "mkdir", "/tmp/x").returncode != 0
+    finally:
+        busybox_env.berth("rm", "-f", cid, check=True)
+    assert entry.read_bytes() == good
