@@ -40,7 +40,7 @@
 #error "BERTH_SOCKET must name the CLI server's socket"
 #endif
 
-#define MAGIC "berth-cli-1"
+#define MAGIC "berth-cli-2"
 /* The Python CLI, run directly (-I: no user site, no cwd on sys.path). */
 #define PY_MAIN "from engine.cli.main import run; run()"
 #define PY_SERVER "from engine.cli.server import serve; serve()"
@@ -56,9 +56,25 @@ static void say(const char *what, const char *why) {
         fprintf(stderr, "berth: %s%s%s\n", what, why ? ": " : "", why ? why : "");
 }
 
-static void forward(int sig) {
+/* A signal someone sent this process (kill) goes to the command's process; one
+ * from the terminal (Ctrl-C, Ctrl-\\, hangup) to its whole process group, as
+ * the terminal would have sent it to the Python CLI and its subprocesses. */
+static void forward(int sig, siginfo_t *info, void *ctx) {
+    (void)ctx;
+    if (child_pid <= 0)
+        return;
+    int by_process = info && (info->si_code == SI_USER || info->si_code == SI_QUEUE);
+    kill(by_process ? (pid_t)child_pid : -(pid_t)child_pid, sig);
+}
+
+/* Ctrl-Z: stop the command's group, stop here; on `fg`, continue both. */
+static void suspend(int sig, siginfo_t *info, void *ctx) {
+    (void)sig, (void)info, (void)ctx;
     if (child_pid > 0)
-        kill((pid_t)child_pid, sig);
+        kill(-(pid_t)child_pid, SIGSTOP);
+    raise(SIGSTOP);
+    if (child_pid > 0)
+        kill(-(pid_t)child_pid, SIGCONT);
 }
 
 static void exec_python(int argc, char **argv) {
@@ -136,21 +152,23 @@ static int put(struct buf *b, const char *s) {
     return 0;
 }
 
-/* The namespaces this process is in: the server serves only its own. */
-static int put_namespaces(struct buf *b) {
-    static const char *kinds[] = {"mnt", "net", "pid", "user", "uts", "ipc", "cgroup"};
-    char all[512] = "";
-    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
-        char path[64], link[64];
-        snprintf(path, sizeof(path), "/proc/self/ns/%s", kinds[i]);
-        ssize_t n = readlink(path, link, sizeof(link) - 1);
-        if (n < 0)
-            n = 0;
-        link[n] = 0;
-        strncat(all, link, sizeof(all) - strlen(all) - 2);
-        strcat(all, " ");
+/* The signals this process ignores (`nohup berth ...`): they stay ignored in
+ * the command, and are not forwarded. */
+static int ignored[NSIG];
+
+static int put_ignored(struct buf *b) {
+    char list[NSIG * 4] = "", num[8];
+    for (int sig = 1; sig < NSIG; sig++) {
+        struct sigaction old;
+        if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) != 0)
+            continue;
+        if (old.sa_handler == SIG_IGN) {
+            ignored[sig] = 1;
+            snprintf(num, sizeof(num), "%s%d", list[0] ? "," : "", sig);
+            strcat(list, num);
+        }
     }
-    return put(b, all);
+    return put(b, list);
 }
 
 static int read_line(int fd, char *line, size_t size) {
@@ -201,6 +219,15 @@ int main(int argc, char **argv) {
         exec_python(argc, argv);
     }
 
+    /* Only a server of our own user gets our stdio and environment. */
+    struct ucred cred;
+    socklen_t clen = sizeof(cred);
+    if (getsockopt(s, SOL_SOCKET, SO_PEERCRED, &cred, &clen) != 0 || cred.uid != geteuid()) {
+        say("running in-process: the CLI server's socket belongs to another user", NULL);
+        close(s);
+        exec_python(argc, argv);
+    }
+
     /* Room for the length, filled in below. */
     struct buf b = {malloc(8192), sizeof(uint32_t), 8192};
     if (!b.p)
@@ -210,9 +237,9 @@ int main(int argc, char **argv) {
         exec_python(argc, argv); /* a deleted cwd: let Python report it */
     mode_t mask = umask(0);
     umask(mask);
-    int bad = put(&b, MAGIC) || put(&b, BERTH_PYTHON) || put_namespaces(&b) || put(&b, cwd);
+    int bad = put(&b, MAGIC) || put(&b, BERTH_PYTHON) || put(&b, cwd);
     snprintf(num, sizeof(num), "%o", (unsigned)mask);
-    bad = bad || put(&b, num);
+    bad = bad || put(&b, num) || put_ignored(&b);
     snprintf(num, sizeof(num), "%d", argc - 1);
     bad = bad || put(&b, num);
     for (int i = 1; i < argc && !bad; i++)
@@ -264,12 +291,17 @@ int main(int argc, char **argv) {
     if (debug)
         fprintf(stderr, "berth: served by the CLI server (pid %d)\n", (int)child_pid);
     struct sigaction sa = {0};
-    sa.sa_handler = forward;
-    sa.sa_flags = SA_RESTART;
+    sa.sa_sigaction = forward;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
     sigemptyset(&sa.sa_mask);
     int sigs[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2, SIGWINCH};
     for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
-        sigaction(sigs[i], &sa, NULL);
+        if (!ignored[sigs[i]])
+            sigaction(sigs[i], &sa, NULL);
+    if (!ignored[SIGTSTP]) {
+        sa.sa_sigaction = suspend;
+        sigaction(SIGTSTP, &sa, NULL);
+    }
 
     /* "X<code>": the command's exit code; "S<signal>": it was killed by that
      * signal, and so are we (as if the command had run in this process). */

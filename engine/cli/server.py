@@ -13,19 +13,26 @@ and nothing depends on it. The client falls back to running the Python CLI
 itself whenever the server is absent or refuses a request, and starts one on
 demand. The server exits when idle (``IDLE_EXIT``), when its socket is removed
 or replaced, or when the engine's source changes under it (so an upgrade or an
-edit never runs stale code). It serves only clients of its own uid, in its own
-namespaces (a client in another mount or network namespace must run there), and
-of its own install (the interpreter path the client was built for).
+edit never runs stale code).
+
+A served command runs with the server's privileges and in its namespaces, so
+the server serves only a client that could have run the command itself with
+the same result: checked from the kernel's view of the client process
+(SO_PEERCRED, then /proc/<pid>), never from what the client says -- same uid
+and gid, same namespaces and root, same capabilities, no_new_privs and seccomp
+mode, same resource limits -- and of its own install (the interpreter path the
+client was built for). Anything else runs in the client's own process.
 
 Protocol (one connection per command): the client sends a 4-byte
 little-endian length, then NUL-terminated strings -- magic, interpreter path,
-namespace ids, cwd, umask (octal), argc, argv..., environment... -- with fds
-0, 1, 2 attached (SCM_RIGHTS). The server answers ``N<reason>\\n`` when it will not serve the request (the client then
-runs the Python CLI itself; nothing ran); otherwise the forked child writes
-``P<pid>\\n`` before anything else (the client forwards signals to that pid),
-then
-``X<code>\\n`` when done; if it is killed by a signal, the server writes
-``S<signal>\\n`` and the client dies of the same signal.
+cwd, umask (octal), the signals it ignores (comma-separated numbers), argc,
+argv..., environment... -- with fds 0, 1, 2 attached (SCM_RIGHTS). The server
+forks at once; the child reads the request and answers ``N<reason>\\n`` when
+it will not serve it (the client then runs the Python CLI itself; nothing
+ran), otherwise ``P<pid>\\n`` before anything else (the client forwards
+signals to that pid, or to its process group for the terminal's), then
+``X<code>\\n`` when done. If the child is killed by a signal, the server
+writes ``S<signal>\\n`` and the client dies of the same signal.
 """
 
 from __future__ import annotations
@@ -42,22 +49,57 @@ import sys
 import time
 from pathlib import Path
 
-MAGIC = "berth-cli-1"
+MAGIC = "berth-cli-2"
 IDLE_EXIT = 600.0  # seconds without a command
 MAX_MESSAGE = 4 << 20
 NAMESPACES = ("mnt", "net", "pid", "user", "uts", "ipc", "cgroup")
 ENGINE_DIR = Path(__file__).resolve().parent.parent
 
 
-def namespace_ids() -> str:
-    """Same text as the client's: the link target of each /proc/self/ns entry."""
-    out = []
+def _process_view(pid: int | str) -> dict[str, str]:
+    """What must match between the server and a client it serves (from /proc)."""
+    view = {}
     for kind in NAMESPACES:
         try:
-            out.append(os.readlink(f"/proc/self/ns/{kind}"))
+            view[f"ns:{kind}"] = os.readlink(f"/proc/{pid}/ns/{kind}")
         except OSError:
-            out.append("")
-    return " ".join(out) + " "
+            view[f"ns:{kind}"] = ""
+    try:
+        st = os.stat(f"/proc/{pid}/root")
+        view["root"] = f"{st.st_dev}:{st.st_ino}"
+    except OSError:
+        view["root"] = ""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in (
+                    "CapInh",
+                    "CapPrm",
+                    "CapEff",
+                    "CapBnd",
+                    "CapAmb",
+                    "NoNewPrivs",
+                    "Seccomp",
+                ):
+                    view[key] = line.split(":", 1)[1].strip()
+        with open(f"/proc/{pid}/limits") as f:
+            view["limits"] = f.read()
+    except OSError:
+        view["status"] = "unreadable"
+    return view
+
+
+def _differs(mine: dict[str, str], peer: dict[str, str]) -> str:
+    """The first difference, named for the client's debug output ("" if none)."""
+    for key, value in mine.items():
+        if peer.get(key) != value:
+            if key.startswith("ns:") or key == "root":
+                return "other namespaces"
+            if key == "limits":
+                return "other resource limits"
+            return f"other privileges ({key})"
+    return ""
 
 
 def source_stamp(root: Path = ENGINE_DIR) -> tuple[int, int]:
@@ -175,24 +217,29 @@ def _bad(fds: list[int]) -> None:
     return None
 
 
-def refusal(req: Request, conn: socket.socket, my_ns: str) -> str:
+def refusal(req: Request, mine: dict[str, str]) -> str:
     """Why this request must run in the client's own process ("" = serve it)."""
     f = req.fields
     if len(f) < 6 or f[0] != MAGIC:
         return "protocol"
     if f[1] != sys.executable:
         return "another install"
-    if f[2] != my_ns:
-        return "other namespaces"
-    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    _pid, uid, _gid = struct.unpack("3i", creds)
-    if uid != os.geteuid():
+    creds = req.conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    if uid != os.geteuid() or gid != os.getegid():
         return "another user"
+    if pid <= 0:
+        return "other namespaces"  # not visible in our PID namespace
+    why = _differs(mine, _process_view(pid))
+    if why:
+        return why
     try:
         argc = int(f[5])
+        int(f[3], 8)
+        ignored = [int(x) for x in f[4].split(",") if x]
     except ValueError:
         return "protocol"
-    if argc < 0 or 6 + argc > len(f):
+    if argc < 0 or 6 + argc > len(f) or any(not 0 < n < signal.NSIG for n in ignored):
         return "protocol"
     return ""
 
@@ -205,13 +252,13 @@ def run_child(req: Request, parser) -> None:
         # First of all, so it always precedes the exit code on the stream.
         conn.sendall(b"P%d\n" % os.getpid())
         f = req.fields
-        cwd, umask, argc = f[3], int(f[4], 8), int(f[5])
+        cwd, umask, argc = f[2], int(f[3], 8), int(f[5])
+        ignored = {int(x) for x in f[4].split(",") if x}
         argv = f[6 : 6 + argc]
         env = dict(e.split("=", 1) for e in f[6 + argc :] if "=" in e)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.set_wakeup_fd(-1)
+        _client_signals(ignored)
+        # Its own process group: the client forwards the terminal's signals
+        # (Ctrl-C, Ctrl-Z) to the whole group, as the terminal would have.
         os.setpgid(0, 0)
         for target, fd in enumerate(req.fds):
             os.dup2(fd, target)
@@ -220,6 +267,7 @@ def run_child(req: Request, parser) -> None:
         os.umask(umask)
         os.environ.clear()
         os.environ.update(env)
+        time.tzset()  # TZ is the client's now
         _fresh_stdio()
         _die_with_client(conn)
         sys.argv = ["berth", *argv]
@@ -254,6 +302,23 @@ def run_child(req: Request, parser) -> None:
         except OSError:
             pass
         os._exit(int(code) & 0xFF)
+
+
+def _client_signals(ignored: set[int]) -> None:
+    """Signal dispositions as the Python CLI would have had them in the client's
+    process: defaults, SIGINT as KeyboardInterrupt, and what the client ignores
+    (`nohup berth ...` ignores SIGHUP) stays ignored."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGQUIT):  # fmt: skip
+        signal.signal(sig, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in ignored:
+        if sig not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD, signal.SIGPIPE):
+            try:
+                signal.signal(sig, signal.SIG_IGN)
+            except (OSError, ValueError):
+                pass
 
 
 def _die_with_client(conn: socket.socket) -> None:
@@ -305,11 +370,20 @@ class Server:
         self.children: dict[int, socket.socket] = {}
         self.sock: socket.socket | None = None
         self.inode = 0
+        self.lock_fd = -1
+        self.wake: tuple[int, int] = (-1, -1)
 
     def bind(self) -> bool:
-        """Take the lock and the socket; False if another server holds them."""
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.path.parent, 0o700)
+        """Take the lock and the socket; False if another server holds them or
+        the directory is not root's alone (then nobody is served from it)."""
+        parent = self.path.parent
+        try:
+            parent.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        st = os.stat(parent)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return False
         self.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -370,10 +444,11 @@ class Server:
 
     def serve(self) -> None:
         parser = preload()
-        my_ns = namespace_ids()
+        mine = _process_view("self")
         stamp = source_stamp()
-        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        signal.set_wakeup_fd(wake_w)
+        self.wake = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        wake_r = self.wake[0]
+        signal.set_wakeup_fd(self.wake[1])
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -393,7 +468,7 @@ class Server:
                     # The source check runs before every fork: never run stale code.
                     if source_stamp() != stamp or not self.still_ours():
                         return
-                    self.accept(parser, my_ns)
+                    self.accept(parser, mine)
                     continue
                 idle = time.monotonic() - last
                 if not self.still_ours() or (idle > IDLE_EXIT and not self.children):
@@ -401,43 +476,64 @@ class Server:
         finally:
             self.shutdown()
 
-    def accept(self, parser, my_ns: str) -> None:
+    def accept(self, parser, mine: dict[str, str]) -> None:
+        """Fork at once: the child reads and judges the request, so a slow or
+        stalled client holds up only its own child, never the next command."""
         assert self.sock is not None
         try:
             conn, _ = self.sock.accept()
         except OSError:
             return
         try:
-            req = read_request(conn)
-        except OSError:
-            req = None
-        if req is None:
-            conn.close()
-            return
-        why = refusal(req, conn, my_ns)
-        if why:
-            req.close_fds()
-            try:
-                conn.sendall(f"N{why}\n".encode())
-            except OSError:
-                pass
-            conn.close()
-            return
-        conn.settimeout(None)
-        try:
             pid = os.fork()
         except OSError:
-            req.close_fds()
             conn.close()  # EOF before "P": the client runs the command itself
             return
         if pid == 0:
             try:
-                self.sock.close()
-                run_child(req, parser)
+                self._close_inherited(conn)
+                serve_one(conn, parser, mine)
             finally:
                 os._exit(125)
-        req.close_fds()
         self.children[pid] = conn
+
+    def _close_inherited(self, conn: socket.socket) -> None:
+        """In a child: drop the server's own fds (listener, lock, wake pipe, other
+        commands' connections), so a long command (logs -f, run -it) holds none
+        of them after the server has gone."""
+        assert self.sock is not None
+        self.sock.close()
+        for fd in (self.lock_fd, *self.wake):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        for other in self.children.values():
+            if other is not conn:
+                other.close()
+        self.children.clear()
+
+
+def serve_one(conn: socket.socket, parser, mine: dict[str, str]) -> None:
+    """The forked child's whole job: read, judge, and run or refuse the request."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        req = read_request(conn)
+    except OSError:
+        req = None
+    if req is None:
+        os._exit(0)
+    why = refusal(req, mine)
+    if why:
+        req.close_fds()
+        try:
+            conn.sendall(f"N{why}\n".encode())
+        except OSError:
+            pass
+        os._exit(0)
+    conn.settimeout(None)
+    run_child(req, parser)
 
 
 def serve(path: str | None = None) -> int:

@@ -251,3 +251,62 @@ def test_killing_the_client_kills_its_command(cli):
     while Path(f"/proc/{child}").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not Path(f"/proc/{child}").exists()
+
+
+def test_a_client_with_fewer_privileges_or_other_limits_runs_in_process(cli):
+    """The server's children have its capabilities and limits: a client with a
+    smaller bounding set, or other rlimits, must not be served with them."""
+    env, sock = cli
+    warm(env, sock)
+    p = subprocess.run(
+        ["setpriv", "--bounding-set=-net_raw", *BERTH, "ps"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "refused: other privileges (Cap" in p.stderr
+    p = subprocess.run(
+        ["prlimit", "--nofile=1000:1000", *BERTH, "ps"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "refused: other resource limits" in p.stderr
+    assert SERVED in berth(env, "ps").stderr  # and the server still serves its peers
+
+
+def test_signals_the_client_ignores_stay_ignored(cli):
+    """`nohup berth ...`: a hangup does not end the served command either."""
+    import re
+
+    env, sock = cli
+    warm(env, sock)
+    proc = subprocess.Popen(
+        [*BERTH, "run", "--rm", "busybox", "sh", "-c", "echo ready; sleep 1; echo done"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )  # fmt: skip
+    served = re.search(r"\(pid (\d+)\)", proc.stderr.readline())
+    assert served, "the command was not served"
+    assert proc.stdout.readline() == "ready\n"
+    os.kill(int(served.group(1)), signal.SIGHUP)  # as a terminal hangup would
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert out == "done\n"
+
+
+def test_no_server_in_a_directory_others_can_write(cli):
+    """A socket path in a world-writable directory (/tmp) is never served from,
+    and the directory is left as it was."""
+    env, _ = cli
+    sock = Path(f"/tmp/berth-cli-{secrets.token_hex(4)}.sock")
+    env = dict(env, BERTH_CLI_SOCKET=str(sock))
+    before = os.stat("/tmp").st_mode
+    try:
+        for _ in range(2):
+            p = berth(env, "ps")
+            assert p.returncode == 0 and "running in-process: no CLI server" in p.stderr
+            time.sleep(0.5)
+        assert not sock.exists()
+        assert os.stat("/tmp").st_mode == before
+    finally:
+        stop_cli_server(sock)
