@@ -310,3 +310,59 @@ def test_no_server_in_a_directory_others_can_write(cli):
         assert os.stat("/tmp").st_mode == before
     finally:
         stop_cli_server(sock)
+
+
+def test_job_control_from_the_terminal(cli):
+    """Ctrl-Z stops the served command with the client and `fg` (SIGCONT) resumes
+    both; Ctrl-C reaches the command as it would reach the Python CLI."""
+    import pty
+    import re
+    import select
+
+    env, sock = cli
+    warm(env, sock)
+    pid, fd = pty.fork()  # the client leads a session with the pty as its terminal
+    if pid == 0:
+        os.execve(BERTH[0], ["berth", "run", "--rm", "busybox", "sh", "-c",
+                             "while true; do echo tick; sleep 0.1; done"], env)  # fmt: skip
+    out = bytearray()
+
+    def read(seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if select.select([fd], [], [], 0.05)[0]:
+                try:
+                    out.extend(os.read(fd, 4096))
+                except OSError:
+                    return
+
+    def state(p: int) -> str:
+        return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+    try:
+        deadline = time.monotonic() + 30
+        while b"tick" not in out and time.monotonic() < deadline:
+            read(0.2)
+        served = re.search(rb"served by the CLI server \(pid (\d+)\)", out)
+        assert served, bytes(out)
+        child = int(served.group(1))
+        os.write(fd, b"\x1a")  # Ctrl-Z
+        read(0.5)
+        assert (state(pid), state(child)) == ("T", "T")
+        os.kill(pid, signal.SIGCONT)  # what `fg` sends
+        read(0.5)
+        assert state(pid) != "T" and state(child) != "T"
+        ticks = out.count(b"tick")
+        read(0.5)
+        assert out.count(b"tick") > ticks  # output flows again
+        os.write(fd, b"\x03")  # Ctrl-C
+        read(2)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 130
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
