@@ -387,12 +387,21 @@ META_HEADER_MAX = 1 << 20
 
 
 class _BoundedTarInfo(tarfile.TarInfo):
+    # Where the member's data ends in the archive. tarfile replaces ``size`` of a
+    # sparse member by the file's real size (a pax map, GNU's old format), so the
+    # amount actually stored is kept here, from the header, for copy_member.
+    data_end = -1
+
     def _proc_member(self, tarfile_):  # type: ignore[override]
         if self.type in _META_TYPES and self.size > META_HEADER_MAX:
             raise tarfile.HeaderError(
                 f"extended header of {self.size} bytes (more than {META_HEADER_MAX})"
             )
-        return super()._proc_member(tarfile_)
+        stored = self.size  # the header's size field: what the archive holds
+        obj = super()._proc_member(tarfile_)
+        if obj is self:  # not a pax/long-name wrapper (its member sets its own)
+            self.data_end = self.offset_data + stored
+        return obj
 
 
 class TarSource:
@@ -472,9 +481,23 @@ class TarSource:
             self.write_to(fd, m.size)
             return
         # A sparse member stores only its data runs, one after the other; the rest is holes.
+        # The runs must fit in what is stored (a pax 1.0 map sits before the runs,
+        # so offset_data is already past it): a longer map would read the headers
+        # that follow as file content, and the members after it from the wrong place.
+        end = getattr(m, "data_end", -1)
+        stored = end - m.offset_data if end >= 0 else m.size
+        mapped = 0
         for offset, size in m.sparse:
-            if offset + size > m.size:
+            if offset < 0 or size < 0 or offset + size > m.size:
                 raise tarfile.ReadError(f"{m.name}: sparse map beyond the file's size")
+            mapped += size
+        if mapped > stored:
+            raise InvalidArgument(
+                f"malformed tar stream: sparse map of {m.name} covers {mapped} bytes,"
+                f" {stored} stored",
+                obj=m.name,
+            )
+        for offset, size in m.sparse:
             os.lseek(fd, offset, os.SEEK_SET)
             self.write_to(fd, size)
         os.ftruncate(fd, m.size)

@@ -117,6 +117,27 @@ def test_sparse_map_beyond_the_file_is_refused(tmp_path):
         extract(buf.getvalue(), tmp_path / "dest")
 
 
+def test_sparse_map_longer_than_the_stored_data_is_refused(tmp_path):
+    # 4 bytes stored, a map of 2000: the runs would swallow the headers that
+    # follow and the extraction would go on from the middle of another member.
+    ti = tarfile.TarInfo("s")
+    ti.size, ti.mtime = 4, 0
+    ti.pax_headers = {
+        "GNU.sparse.size": "5000",
+        "GNU.sparse.numblocks": "1",
+        "GNU.sparse.offset": "0",
+        "GNU.sparse.numbytes": "2000",
+    }
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(ti, io.BytesIO(b"abcd"))
+        for i in range(4):
+            after, data = entry(f"after{i}", data=b"next member " * 20)
+            tar.addfile(after, io.BytesIO(data))
+    with pytest.raises(InvalidArgument, match="sparse map of s covers 2000 bytes, 4 stored"):
+        extract(buf.getvalue(), tmp_path / "dest")
+
+
 def test_parent_reused_only_while_a_fresh_lookup_finds_it(tmp_path):
     """``s`` -> ``p/q/..`` is ``p`` while ``p/q`` is a directory. Once an entry makes
     ``p/q`` a file, ``s/b`` must be looked up again (and fail, as it would have
