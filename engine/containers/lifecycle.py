@@ -383,15 +383,18 @@ def teardown(eng, c: Container) -> None:
     p = Paths(eng.config, c.id)
     rt = _runtime(eng, c)
     _release_ports(eng, c)
-    # Veths exist only while the container's netns does: start makes the netns
-    # before any link, and teardown removes it only after the links. So a second
-    # teardown (rm after the exit handling, a start's clean-up) spawns no `ip`.
     has_netns = os.path.lexists(f"/run/netns/{p.netns_name}")
     links_down: Callable[[], None] | None = None
+    # Veths exist only while the container's netns does, and start makes the netns
+    # before any link: with its file there, delete them. Without it they are
+    # normally gone with the netns (a second teardown: rm after the exit handling,
+    # a start's clean-up), but not when the file was removed (`ip netns del`) or a
+    # delete failed while something still pins the namespace: then the host ends
+    # recorded for the endpoints are looked up by name. --network none never gets here.
     if (
-        has_netns
-        and c.opts.network not in ("none", "host")
+        c.opts.network not in ("none", "host")
         and not c.opts.network.startswith("container:")
+        and (has_netns or _host_veths_left(eng, c))
     ):
         try:
             # Started first and finished last: the kernel's ~15-20 ms per veth
@@ -414,9 +417,12 @@ def teardown(eng, c: Container) -> None:
                     (rt if rt.name == name else runtime_by_name(name, eng.config.run)).delete(
                         c.id, force=True
                     )
+        # Processes left in the cgroup (a child outliving init without a PID
+        # namespace; `crun delete` killed them before) die before their root is
+        # unmounted: a lazy unmount would leave them running on a detached rootfs.
+        _remove_cgroup(eng, c.id)
         if mounts.is_mountpoint(p.merged):
             mounts.umount(str(p.merged))
-        _remove_cgroup(eng, c.id)
         if p.bundle.exists():
             shutil.rmtree(p.bundle, ignore_errors=True)
     finally:
@@ -424,11 +430,42 @@ def teardown(eng, c: Container) -> None:
             try:
                 links_down()
             except EngineError:
+                # Not retried here; a later teardown (rm, the next start) finds the
+                # host end by name even once the netns file below is gone.
                 pass
     if has_netns:
         from engine.netns import delete_netns
 
         delete_netns(p.netns_name)
+
+
+def _host_veths_left(eng, c: Container) -> bool:
+    """Whether a host end of the container's veths may still exist although its
+    netns file is gone. One lookup by name per recorded end, no `ip` process: the
+    common second teardown of a bridged container stays as cheap as before."""
+    from engine.network import store
+
+    try:
+        names = [ep.host_ifname for ep in store.endpoints_of_container(eng.db, c.id)]
+    except Exception:
+        return False
+    names = [n for n in names if n]
+    if not names:
+        return False
+    if eng.config.host_netns:
+        # Another namespace's links cannot be looked up from here without a
+        # process (setns is not for a threaded process): let the delete batch,
+        # which accepts links that are not there, be the check.
+        return True
+    import socket
+
+    for name in names:
+        try:
+            socket.if_nametoindex(name)
+            return True
+        except OSError:
+            pass
+    return False
 
 
 def _crun_container_gone(state: Path) -> bool:

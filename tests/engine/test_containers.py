@@ -611,3 +611,34 @@ def test_signals_sent_to_the_cli_reach_the_container(busybox_env):
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 5 and b"got-term" in out
+
+
+def _host_veths(env) -> str:
+    return subprocess.run(
+        ["ip", "-n", env.host_netns, "-o", "link", "show", "type", "veth"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def test_rm_removes_host_veth_when_the_netns_file_is_gone_but_the_netns_lives(net_env, tmp_path):
+    """Someone ran `ip netns del` on the container's namespace while something
+    else still holds it: the veth pair lives on with it, and rm must still take
+    the host end away (it is the engine's, named with its prefix)."""
+    b = net_env.berth
+    cid = b("run", "-d", "busybox", "sleep", "300", check=True).stdout.strip()
+    pin = tmp_path / "pin"
+    pin.touch()
+    pinned = False
+    try:
+        pid = json.loads(b("inspect", cid, check=True).stdout)[0]["State"]["Pid"]
+        subprocess.run(["mount", "--bind", f"/proc/{pid}/ns/net", str(pin)], check=True)
+        pinned = True
+        subprocess.run(["ip", "netns", "del", f"{net_env.prefix}-{cid[:12]}"], check=True)
+        assert _host_veths(net_env) != ""
+    finally:
+        b("rm", "-f", cid, check=True)
+        try:
+            assert _host_veths(net_env) == ""
+        finally:
+            if pinned:
+                subprocess.run(["umount", str(pin)], check=True)
