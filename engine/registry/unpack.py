@@ -397,6 +397,22 @@ class Prefetch:
         self._thread.join()
 
 
+def _verify_rest(src: BlobStream, pipe: Prefetch | None) -> None:
+    """After bad layer data: read the rest of the blob and raise only if its digest
+    (or size) proves it is not the blob asked for. A failure to read it (network,
+    retries spent) is swallowed: the caller re-raises its own error."""
+    try:
+        if pipe is not None:
+            pipe.drain()  # the reader thread's own error comes out here, in order
+        src.finish()  # after a drain only checks; else reads what is left first
+    except Cancelled:
+        raise  # another layer failed: this one just stops, as everywhere else
+    except InvalidArgument:
+        raise  # BlobStream's only InvalidArgument: a digest, size or length refused
+    except Exception:  # noqa: BLE001 - the caller's error is the one to report
+        pass
+
+
 def fetch_and_unpack(
     client: RegistryClient,
     repo: str,
@@ -441,9 +457,10 @@ def fetch_and_unpack(
             raise
         except Exception as e:
             # Bad gzip or tar data: if the blob is not the one asked for, say that.
-            if pipe is not None:
-                pipe.drain()
-            src.finish()
+            # Only that verdict may replace the error: reading the rest can fail
+            # too (the connection breaks, the retries run out), and then the bad
+            # data is still what went wrong, and what the user must hear about.
+            _verify_rest(src, pipe)
             label = f"layer {desc['digest']} of {what}"
             if isinstance(e, EngineError) and not str(e).startswith(label):
                 # A bad entry (the extractor names only the entry): which layer of which image.

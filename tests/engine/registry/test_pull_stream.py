@@ -120,3 +120,57 @@ def test_tar_source_reads_across_any_chunking(tmp_path):
         layer_tars.extract_layer_from(src, dest)
         assert src.offset == len(tar)  # drained to the end, end-of-archive blocks too
         assert {k: (dest / k).read_bytes() for k in files} == files
+
+
+@pytest.mark.parametrize("prefetch", [True, False], ids=["prefetch", "one-thread"])
+def test_bad_tar_is_reported_even_when_the_connection_then_breaks(tmp_path, prefetch):
+    """The layer's tar is broken from its first block, and the registry's connection
+    breaks further on: reading the rest of the blob (to tell a tampered blob from a
+    bad image) fails too, but the error the user gets is the tar's."""
+    import gzip
+    import hashlib
+
+    from engine.registry.unpack import fetch_and_unpack
+
+    blob = gzip.compress(b"\x01" * 1024 + os.urandom(2_000_000), compresslevel=1)
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+
+    class Resp:
+        status = 200
+
+        def __init__(self, offset):
+            self.pos, self.sent = offset, 0
+
+        def readinto(self, b):
+            if self.pos > 0 or self.sent >= 64 * 1024:
+                raise ConnectionResetError(104, "Connection reset by peer")
+            n = min(len(b), 64 * 1024 - self.sent)
+            b[:n] = blob[self.pos + self.sent : self.pos + self.sent + n]
+            self.sent += n
+            return n
+
+        def release(self):
+            pass
+
+        def close(self):
+            pass
+
+    class Client:
+        def get_blob(self, repo, dg, offset=0):
+            if offset:
+                raise ConnectionRefusedError(111, "Connection refused")
+            return Resp(offset)
+
+    class Layers:
+        def install(self, chain_id, diff_id, fill):
+            d = tmp_path / "layer"
+            d.mkdir()
+            fill(d)
+
+    with open(tmp_path / "blob", "wb") as out, pytest.raises(InvalidArgument) as got:
+        fetch_and_unpack(
+            Client(), "r", {"digest": digest, "size": len(blob)}, gzipped=True,
+            blob_out=out, layers=Layers(), chain_id="c", diff_id="sha256:" + "0" * 64,
+            what="img", prefetch=prefetch,
+        )  # fmt: skip
+    assert f"layer {digest} of img: malformed tar stream" in str(got.value), got.value
