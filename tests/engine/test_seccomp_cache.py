@@ -121,3 +121,49 @@ def test_cached_program_crun_rejects_is_dropped_and_compiled_again(busybox_env, 
     finally:
         busybox_env.berth("rm", "-f", cid, check=True)
     assert entry.read_bytes() == good
+
+
+def test_kept_program_is_whole_despite_short_writes(tmp_path, monkeypatch):
+    import os
+
+    from engine.runtime import seccomp_cache
+
+    prog = bytes(range(64))
+    compiled = tmp_path / "seccomp.bpf"
+    compiled.write_bytes(prog)
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:8])))
+    seccomp_cache.remember(tmp_path / "run", "k", compiled)
+    assert (tmp_path / "run" / "seccomp" / "k").read_bytes() == prog
+
+
+def test_two_threads_keeping_a_program_never_publish_a_mix(tmp_path, monkeypatch):
+    """Threads of one process (a Celery pool) share a pid: each writer still gets a
+    temporary file of its own, so what is published is one program, whole."""
+    import os
+    import threading
+
+    from engine.runtime import seccomp_cache
+
+    a, b = tmp_path / "a.bpf", tmp_path / "b.bpf"
+    a.write_bytes(b"A" * 16)
+    b.write_bytes(b"B" * 64)
+    a_started, b_done = threading.Event(), threading.Event()
+    real_write = os.write
+
+    def write(fd, data):
+        if bytes(data[:1]) == b"A" and not a_started.is_set():
+            a_started.set()
+            b_done.wait(5)  # B writes and publishes while A is half-way
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    run = tmp_path / "run"
+    t = threading.Thread(target=seccomp_cache.remember, args=(run, "k", a))
+    t.start()
+    assert a_started.wait(5)
+    seccomp_cache.remember(run, "k", b)
+    b_done.set()
+    t.join()
+    assert (run / "seccomp" / "k").read_bytes() in (b"A" * 16, b"B" * 64)
+    assert [p.name for p in (run / "seccomp").iterdir()] == ["k"]  # no temp file left
