@@ -301,22 +301,22 @@ def _servers_left(basetemp: Path) -> list[str]:
 
 
 def stop_cli_server(sock: Path) -> None:
-    """Stop the CLI server on ``sock`` (its pid is in the lock file) and wait for it."""
+    """Stop the CLI server on ``sock`` (its pid is in the lock file), wait for it,
+    and remove its socket and lock file (also when it had already gone)."""
     lock = sock.with_name(sock.name + ".lock")
     try:
         pid = int(lock.read_text().split()[0])
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError, IndexError):
-        return
-    if str(sock).encode() not in cmd:
-        return  # that pid is no longer our server
-    try:
-        os.kill(pid, 15)
-    except ProcessLookupError:
-        pass
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+        pid, cmd = 0, b""
+    if pid and str(sock).encode() in cmd:  # else that pid is no longer our server
+        try:
+            os.kill(pid, 15)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
     for f in (sock, lock):
         try:
             f.unlink()
