@@ -4,6 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# These commands may use a running CLI server but do not start one: after Ctrl-C
+# nothing of this script is left running (a user's own `berth` starts it).
+export BERTH_CLI_SPAWN=0
 berth system check --fix
 berth system boot
 if ! berth image inspect busybox:latest >/dev/null 2>&1; then
