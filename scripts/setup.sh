@@ -54,14 +54,15 @@ fi
 # The `berth` command: a small native client (native/berth.c) that hands each
 # command to the CLI server, a resident pre-imported Python (engine/cli/server.py),
 # or else runs the venv's interpreter directly (no pyenv shim, no Django import).
-# It replaces pip's console script; the socket is named after this checkout so
-# two checkouts never serve each other's commands.
+# pip's console script for the Python CLI is `berth-py`. The socket is named
+# after this checkout, so two checkouts never serve each other's commands.
 py="$(pwd)/.venv/bin/python"
 sock="/run/berth-cli/$(printf '%s' "$py" | sha256sum | cut -c1-12).sock"
 if cc -O2 -Wall -DBERTH_PYTHON="\"$py\"" -DBERTH_SOCKET="\"$sock\"" \
     -o .venv/bin/.berth.new native/berth.c; then
   mv -f .venv/bin/.berth.new .venv/bin/berth
 else
-  echo "setup: cannot compile native/berth.c; keeping the Python entry point (slower)" >&2
+  echo "setup: cannot compile native/berth.c; berth is the Python CLI (slower)" >&2
+  ln -sf berth-py .venv/bin/berth
 fi
 ln -sf "$(pwd)/.venv/bin/berth" /usr/local/bin/berth
