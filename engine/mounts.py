@@ -73,7 +73,8 @@ def is_mountpoint(path: Path) -> bool:
 
 def volatile_marker(work: Path) -> Path:
     """What a ``volatile`` overlay mount leaves in its work dir; while it exists the
-    kernel refuses to mount that upper/work pair again (see prepare_volatile)."""
+    kernel refuses to mount that upper/work pair again (see
+    containers.lifecycle.prepare_overlay)."""
     return work / "work" / "incompat" / "volatile"
 
 

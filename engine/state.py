@@ -67,22 +67,38 @@ CREATE TABLE IF NOT EXISTS kv (
 """
 
 _local = threading.local()
-# Every cached connection by path, whatever its thread: close_connections() can then let
-# go of an engine root a long-lived process (the test suite) is done with.
-_opened: dict[str, list[sqlite3.Connection]] = {}
+# Every cached connection by path, with its thread: close_connections() can then let
+# go of an engine root a long-lived process (the test suite) is done with, and the
+# connection of a thread that has ended is closed instead of kept alive from here.
+_opened: dict[str, list[tuple[threading.Thread, sqlite3.Connection]]] = {}
 _opened_lock = threading.Lock()
+
+
+def _close(conns: list[sqlite3.Connection]) -> None:
+    for c in conns:
+        try:
+            c.close()
+        except sqlite3.Error:
+            pass
 
 
 def close_connections(path: Path) -> None:
     """Close the cached connections to ``path`` in every thread (3 fds each). Only
     for a root nobody is using any more; a thread that comes back reconnects."""
     with _opened_lock:
-        conns = _opened.pop(str(path), [])
-    for c in conns:
-        try:
-            c.close()
-        except sqlite3.Error:
-            pass
+        pairs = _opened.pop(str(path), [])
+    _close([c for _, c in pairs])
+
+
+def _keep(path: Path, conn: sqlite3.Connection) -> None:
+    """Record ``conn`` as this thread's; close those of threads that have ended."""
+    gone: list[sqlite3.Connection] = []
+    with _opened_lock:
+        for pairs in _opened.values():
+            gone += [c for t, c in pairs if not t.is_alive()]
+            pairs[:] = [(t, c) for t, c in pairs if t.is_alive()]
+        _opened.setdefault(str(path), []).append((threading.current_thread(), conn))
+    _close(gone)
 
 
 def _usable(conn: sqlite3.Connection) -> bool:
@@ -113,8 +129,7 @@ class StateDB:
             conn.execute("PRAGMA busy_timeout=60000")
             conn.executescript(SCHEMA)
             setattr(_local, key, conn)
-            with _opened_lock:
-                _opened.setdefault(str(path), []).append(conn)
+            _keep(path, conn)
         self.conn: sqlite3.Connection = conn
 
     @contextmanager

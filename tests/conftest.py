@@ -87,6 +87,20 @@ class EngineEnv:
         return p
 
 
+@pytest.fixture(params=["openat2", "walk"])
+def both_resolvers(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test against the kernel's RESOLVE_IN_ROOT and the userspace walk
+    (modules that write into root filesystems use it for every test)."""
+    from engine import safepath
+
+    if request.param == "openat2":
+        if not safepath.openat2_available():
+            pytest.skip("kernel without openat2")
+    else:
+        monkeypatch.setattr(safepath, "_have_openat2", False)
+    return request.param
+
+
 # Prefixes of the engines this session made: the leak check looks only at
 # these, so another test run on the same host cannot make this one fail.
 SESSION_PREFIXES: set[str] = set()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -45,7 +44,7 @@ def _start_time(pid: int) -> str | None:
 
 def register_build() -> str:
     """A new build id, live in this process until :func:`unregister_build`."""
-    build_id = f"{_start_time(os.getpid())}:{uuid.uuid4().hex[:12]}"
+    build_id = f"{_start_time(os.getpid())}:{os.urandom(6).hex()}"
     _LIVE_BUILDS.add(build_id)
     return build_id
 

@@ -176,11 +176,7 @@ class Request:
         self.fields = fields
 
     def close_fds(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all(self.fds)
 
 
 def read_request(conn: socket.socket) -> Request | None:
@@ -212,13 +208,17 @@ def read_request(conn: socket.socket) -> Request | None:
     return Request(conn, fdl, text)
 
 
-def _bad(fds: list[int]) -> None:
+def _close_all(fds: list[int]) -> None:
     for fd in fds:
         try:
             os.close(fd)
         except OSError:
             pass
-    return None
+
+
+def _bad(fds: list[int]) -> None:
+    """A malformed request: drop the fds it came with."""
+    _close_all(fds)
 
 
 def refusal(req: Request, mine: dict[str, str]) -> str:
@@ -507,11 +507,7 @@ class Server:
         of them after the server has gone."""
         assert self.sock is not None
         self.sock.close()
-        for fd in (self.lock_fd, *self.wake):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        _close_all([self.lock_fd, *self.wake])
         for other in self.children.values():
             if other is not conn:
                 other.close()

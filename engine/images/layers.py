@@ -106,11 +106,6 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     return src
 
 
-def _drain(f: BinaryIO) -> None:
-    while f.read(_BUF):
-        pass
-
-
 class _ZstdReader(io.RawIOBase):
     """Decodes zstd through Debian's zstd binary (no zstd module in the venv)."""
 

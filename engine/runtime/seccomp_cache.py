@@ -55,8 +55,8 @@ def _libseccomp_ids() -> str:
     if _lib_ids is None:
         arch = getattr(sys.implementation, "_multiarch", "")  # x86_64-linux-gnu
         dirs = [f"{d}/{arch}" for d in ("/lib", "/usr/lib") if arch] + list(_LIB_DIRS)
-        found = {os.path.realpath(f"{d}/libseccomp.so.2") for d in dirs}
-        _lib_ids = ";".join(_file_id(p) for p in sorted(found) if os.path.exists(p))
+        links = (f"{d}/libseccomp.so.2" for d in dirs)
+        _lib_ids = ";".join(sorted({_file_id(p) for p in links if os.path.exists(p)}))
     return _lib_ids
 
 

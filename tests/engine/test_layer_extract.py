@@ -15,21 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from engine import safepath
 from engine.errors import EngineError, InvalidArgument
 from engine.images import layers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")
-
-
-@pytest.fixture(params=["openat2", "walk"], autouse=True)
-def resolver(request, monkeypatch):
-    if request.param == "openat2":
-        if not safepath.openat2_available():
-            pytest.skip("kernel without openat2")
-    else:
-        monkeypatch.setattr(safepath, "_have_openat2", False)
-    return request.param
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)"),
+    pytest.mark.usefixtures("both_resolvers"),
+]
 
 
 def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"", link: str = ""):
@@ -101,41 +93,38 @@ def test_truncated_member_data_is_refused(tmp_path, cut):
         extract(data[:cut], tmp_path / "dest")
 
 
-def test_sparse_map_beyond_the_file_is_refused(tmp_path):
+def sparse_tar(stored: bytes, size: int, offset: int, numbytes: int, *after) -> bytes:
+    """A PAX tar whose member ``s`` stores ``stored`` under a one-run sparse map
+    (``size``, ``offset``, ``numbytes``), followed by the ``after`` entries."""
     ti = tarfile.TarInfo("s")
-    ti.size, ti.mtime = 10, 0
+    ti.size, ti.mtime = len(stored), 0
     ti.pax_headers = {
-        "GNU.sparse.size": "10",
+        "GNU.sparse.size": str(size),
         "GNU.sparse.numblocks": "1",
-        "GNU.sparse.offset": "8",
-        "GNU.sparse.numbytes": "5",
+        "GNU.sparse.offset": str(offset),
+        "GNU.sparse.numbytes": str(numbytes),
     }
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(ti, io.BytesIO(b"0123456789"))
+        tar.addfile(ti, io.BytesIO(stored))
+        for info, data in after:
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_sparse_map_beyond_the_file_is_refused(tmp_path):
+    data = sparse_tar(b"0123456789", size=10, offset=8, numbytes=5)
     with pytest.raises(InvalidArgument, match="sparse map beyond"):
-        extract(buf.getvalue(), tmp_path / "dest")
+        extract(data, tmp_path / "dest")
 
 
 def test_sparse_map_longer_than_the_stored_data_is_refused(tmp_path):
     # 4 bytes stored, a map of 2000: the runs would swallow the headers that
     # follow and the extraction would go on from the middle of another member.
-    ti = tarfile.TarInfo("s")
-    ti.size, ti.mtime = 4, 0
-    ti.pax_headers = {
-        "GNU.sparse.size": "5000",
-        "GNU.sparse.numblocks": "1",
-        "GNU.sparse.offset": "0",
-        "GNU.sparse.numbytes": "2000",
-    }
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(ti, io.BytesIO(b"abcd"))
-        for i in range(4):
-            after, data = entry(f"after{i}", data=b"next member " * 20)
-            tar.addfile(after, io.BytesIO(data))
+    after = [entry(f"after{i}", data=b"next member " * 20) for i in range(4)]
+    data = sparse_tar(b"abcd", 5000, 0, 2000, *after)
     with pytest.raises(InvalidArgument, match="sparse map of s covers 2000 bytes, 4 stored"):
-        extract(buf.getvalue(), tmp_path / "dest")
+        extract(data, tmp_path / "dest")
 
 
 def test_parent_reused_only_while_a_fresh_lookup_finds_it(tmp_path):

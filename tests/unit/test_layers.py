@@ -17,17 +17,10 @@ from engine import safepath
 from engine.errors import Conflict, InvalidArgument, NotFound
 from engine.images import layers
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod, trusted.*)")
-
-
-@pytest.fixture(params=["openat2", "walk"], autouse=True)
-def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "openat2":
-        if not safepath.openat2_available():
-            pytest.skip("kernel without openat2")
-    else:
-        monkeypatch.setattr(safepath, "_have_openat2", False)
-    return request.param
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod, trusted.*)"),
+    pytest.mark.usefixtures("both_resolvers"),
+]
 
 
 def make_tar(*entries: tuple, gz: bool = False) -> io.BytesIO:

@@ -11,18 +11,10 @@ import pytest
 from engine import safepath
 from engine.errors import EngineError, InvalidArgument, NotFound
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)")
-
-
-@pytest.fixture(params=["openat2", "walk"], autouse=True)
-def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run every test against the kernel's RESOLVE_IN_ROOT and the userspace walk."""
-    if request.param == "openat2":
-        if not safepath.openat2_available():
-            pytest.skip("kernel without openat2")
-    else:
-        monkeypatch.setattr(safepath, "_have_openat2", False)
-    return request.param
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown, mknod)"),
+    pytest.mark.usefixtures("both_resolvers"),
+]
 
 
 def snapshot(top: Path, root: Path) -> dict[str, bytes | str]:
